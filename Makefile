@@ -1,0 +1,48 @@
+# waitroom — `make run` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+PORT  ?= 8080
+# Debian packages the tests drive: `command package` pairs, installed only when the command is missing.
+SYSTEM_DEPS := redis-server redis-server curl curl
+
+.PHONY: setup system-deps run test lint typecheck unit e2e clean
+
+setup: $(VENV)/.installed
+
+# The venv is rebuilt when pyproject.toml changes; the interpreter is any Python >= 3.12 we can find.
+$(VENV)/.installed: pyproject.toml
+	@python=$$(scripts/find-python) || exit 1; \
+	  if [ ! -x $(BIN)/python ] || ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
+	    rm -rf $(VENV); echo "creating $(VENV) with $$python"; "$$python" -m venv $(VENV); \
+	  fi
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+system-deps:
+	@scripts/apt-install $(SYSTEM_DEPS)
+
+# The demo: the wait room on :$(PORT) in front of a demo service, embedded store, nothing else to run.
+run: setup
+	@echo "waitroom on http://localhost:$(PORT)/ — the demo room admits 5 new visitors a minute (Ctrl-C stops)"
+	$(BIN)/mitmdump --mode reverse:http://127.0.0.1:9 --listen-port $(PORT) \
+	  --set connection_strategy=lazy \
+	  -s addons/waitroom.py --set waitroom_config=config/waitroom.yaml \
+	  -s addons/demo.py
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: setup system-deps lint typecheck
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest tests/unit tests/addon
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

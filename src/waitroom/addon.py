@@ -1,0 +1,220 @@
+"""The mitmproxy addon: options, config (re)loading, and the request/response hooks.
+
+Everything that decides lives in `decide`; everything that answers lives in `responses`. This class
+only translates between mitmproxy flows and those plain values.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions, http
+
+from waitroom import config as config_module
+from waitroom.config import Config, ConfigError, load_config
+from waitroom.decide import Decider, Decision, Outcome, cookie_name
+from waitroom.identity import client_is_https
+from waitroom.responses import (
+    DEFAULT_TEMPLATE,
+    POLL_HEADER,
+    Answer,
+    Template,
+    TemplateError,
+    admitted_poll_answer,
+    set_cookie,
+    wait_answer,
+)
+from waitroom.routing import normalize_host, normalize_path
+from waitroom.sessions import SecretError, SessionCodec, keys_from_environment
+from waitroom.store import Clock, Store, open_store
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "waitroom"
+"""flow.metadata[METADATA_KEY]: the decision, for logs, flow files and replay."""
+_SET_COOKIE_KEY = "waitroom.set_cookie"
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """Everything built from one config file; swapped whole, so a request sees one config."""
+
+    path: Path
+    config: Config
+    decider: Decider
+    templates: dict[str, Template]
+
+
+class WaitRoom:
+    def __init__(
+        self,
+        default_config: Path = config_module.DEFAULT_CONFIG,
+        clock: Clock = time.time,
+    ) -> None:
+        self.default_config = default_config
+        self.clock = clock
+        self.loaded: _Loaded | None = None
+        self._store: Store | None = None
+        self._store_url: str | None = None
+        self._ephemeral_key: bytes | None = None
+        self._running = False
+
+    def load(self, loader: object) -> None:
+        loader.add_option(  # type: ignore[attr-defined]
+            "waitroom_config",
+            str,
+            "",
+            """
+            Path of the waitroom config file (YAML): rooms, bypass prefixes, session cookie, store.
+            Empty means the shipped config/waitroom.yaml. A file that does not validate stops the
+            start with one line naming the field; at run time it is refused and the running config
+            stays.
+            """,
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & {"waitroom_config", "keep_host_header", "mode"}:
+            return
+        path = Path(ctx.options.waitroom_config or self.default_config).expanduser()
+        try:
+            self.loaded = self._build(path)
+        except ConfigError as e:
+            message = f"waitroom: {e}"
+            if self._running:
+                raise exceptions.OptionsError(message) from None  # mitmproxy keeps the old value
+            # At start an exception would print a traceback; one error line makes mitmproxy's
+            # errorcheck stop the process with exit status 1 instead.
+            log.error(message)
+            return
+        config = self.loaded.config
+        log.info(
+            "waitroom: %s: %d room(s), store %s",
+            path,
+            len(config.rooms),
+            config.store.url.split("@")[-1],  # never log credentials
+        )
+        if config.rate_limits:
+            log.warning("waitroom: rate_limits are validated but not enforced by this version")
+
+    def running(self) -> None:
+        self._running = True
+
+    async def done(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+
+    def _build(self, path: Path) -> _Loaded:
+        config = load_config(path)
+        templates = {}
+        for i, room in enumerate(config.rooms):
+            try:
+                templates[room.name] = Template.load(room.template or DEFAULT_TEMPLATE)
+            except TemplateError as e:
+                raise ConfigError(f"{path}: rooms[{i}].template: {e}") from None
+        self._check_host_matching(path, config)
+        codec = SessionCodec(self._signing_keys(path, config), config.session.ttl)
+        store = self._store_for(config)
+        return _Loaded(path, config, Decider(config, store, codec, self.clock), templates)
+
+    def _check_host_matching(self, path: Path, config: Config) -> None:
+        reverse = any(str(mode).startswith("reverse:") for mode in ctx.options.mode)
+        if not reverse or ctx.options.keep_host_header:
+            return
+        for i, room in enumerate(config.rooms):
+            if room.match.host is not None:
+                raise ConfigError(
+                    f"{path}: rooms[{i}].match.host: in reverse mode mitmproxy replaces the Host "
+                    "header with the upstream's; add --set keep_host_header=true"
+                )
+
+    def _signing_keys(self, path: Path, config: Config) -> list[bytes]:
+        try:
+            keys = keys_from_environment()
+        except SecretError as e:
+            raise ConfigError(str(e)) from None
+        if keys is not None:
+            return keys
+        if not config.store.url.startswith("memory://"):
+            raise ConfigError(
+                f"{path}: store.url: a shared store means several replicas, which must share one "
+                "signing key: set WAITROOM_SECRET (e.g. `openssl rand -hex 32`)"
+            )
+        if self._ephemeral_key is None:
+            log.warning(
+                "waitroom: WAITROOM_SECRET is not set; using a random key, so sessions end "
+                "when this process stops"
+            )
+            self._ephemeral_key = secrets.token_bytes(32)
+        return [self._ephemeral_key]
+
+    def _store_for(self, config: Config) -> Store:
+        # Keep the store across reloads that do not change it: the embedded one holds the windows.
+        if self._store is None or self._store_url != config.store.url:
+            self._store = open_store(config.store, self.clock)
+            self._store_url = config.store.url
+        return self._store
+
+    # --- hooks on the request path -------------------------------------------------------
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        loaded = self.loaded
+        if loaded is None:  # only between a failed start and the exit it causes
+            flow.response = http.Response.make(503, b"waitroom is not configured\n")
+            return
+        req = flow.request
+        try:
+            decision = await loaded.decider.decide(
+                normalize_host(req.host_header or req.host),
+                normalize_path(req.path),
+                req.cookies.get_all,
+            )
+        except Exception:  # a bug must not become a traceback for the visitor or a hang
+            log.exception("waitroom: decision failed; forwarding %s %s", req.method, req.path)
+            return
+        self._act(flow, loaded, decision)
+
+    def _act(self, flow: http.HTTPFlow, loaded: _Loaded, decision: Decision) -> None:
+        room = decision.room
+        if room is None:
+            return
+        flow.metadata[METADATA_KEY] = {"room": room.name, "outcome": decision.outcome.value}
+        req = flow.request
+        if decision.cookie is not None:
+            secure = {"true": True, "false": False}.get(loaded.config.session.secure)
+            if secure is None:
+                secure = client_is_https(
+                    loaded.config.client_ip,
+                    tls=flow.client_conn.tls_established,
+                    forwarded_proto=req.headers.get("X-Forwarded-Proto"),
+                )
+            flow.metadata[_SET_COOKIE_KEY] = set_cookie(
+                cookie_name(loaded.config, room), decision.cookie, loaded.decider.codec.ttl, secure
+            )
+        if decision.outcome is Outcome.WAITING:
+            answer = wait_answer(
+                template=loaded.templates[room.name],
+                room=room.name,
+                status=room.status,
+                retry_after=room.retry_after_seconds,
+                blocked_for=decision.blocked_for,
+                accept=req.headers.get("Accept", ""),
+            )
+            flow.response = _response(answer)
+        elif req.method == "GET" and POLL_HEADER in req.headers:
+            # The wait page asking whether it may come in: answer here, the upstream never sees it.
+            flow.response = _response(admitted_poll_answer(room.name))
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        cookie = flow.metadata.pop(_SET_COOKIE_KEY, None)
+        if cookie is not None and flow.response is not None:
+            flow.response.headers.add("Set-Cookie", cookie)
+
+
+def _response(answer: Answer) -> http.Response:
+    return http.Response.make(answer.status, answer.body, answer.headers)

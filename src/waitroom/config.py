@@ -1,0 +1,293 @@
+"""The config file: pydantic models, YAML loading, and errors that fit on one line.
+
+Every section of the file that DESIGN.md names is declared here. Unknown keys are errors (a typo must
+not silently turn a protection off), and every error names the field it is about.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from waitroom.durations import parse_duration
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "waitroom.yaml"
+"""The shipped example config; used when the `waitroom_config` option is empty."""
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, written in the file as ``500ms``, ``60s``, ``30m``, ``2h`` or a number of seconds."""
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+"""Room and rule names end up in cookie names, Redis keys and metric labels: keep them plain."""
+
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # an RFC 6265 token
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. `str()` is one line naming the field and the problem."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _path_prefix(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"must start with '/' (got {value!r})")
+    if "?" in value or "#" in value:
+        raise ValueError(f"must be a path without query or fragment (got {value!r})")
+    return value
+
+
+PathPrefix = Annotated[str, BeforeValidator(lambda v: _path_prefix(str(v)))]
+
+
+def _host(value: str | None) -> str | None:
+    if value is None:
+        return None
+    host = str(value).strip().lower().rstrip(".")
+    if not host or any(c in host for c in "/ ?#@"):
+        raise ValueError(f"must be a host name such as shop.example.com (got {value!r})")
+    return host
+
+
+Host = Annotated[str | None, BeforeValidator(_host)]
+
+
+class StoreErrorPolicy(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    LOCAL = "local"
+
+
+class StoreConfig(_Model):
+    url: str = "memory://"
+    timeout: Duration = 0.05
+    on_error: StoreErrorPolicy = StoreErrorPolicy.LOCAL
+    key_prefix: str = Field("waitroom", pattern=r"^[A-Za-z0-9_:.-]{1,64}$")
+    replicas: int = Field(1, ge=1, le=10_000)
+    """How many proxy replicas share the store; `on_error: local` divides limits by it."""
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        schemes = ("memory://", "redis://", "rediss://", "redis+sentinel://", "redis+cluster://")
+        if not url.startswith(schemes):
+            raise ValueError(f"unsupported store URL {url!r} (use one of: {', '.join(schemes)})")
+        return url
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, seconds: float) -> float:
+        if seconds <= 0:
+            raise ValueError("must be greater than 0")
+        return seconds
+
+
+class SessionConfig(_Model):
+    cookie: str = "waitroom"
+    """Cookie name prefix: the cookie for room `shop` is called `<cookie>_shop`."""
+    ttl: Duration = 1800.0
+    """Idle time after which a session ends; each use renews it (at most one Set-Cookie per ttl/2)."""
+    secure: Literal["auto", "true", "false"] = "auto"
+
+    @field_validator("secure", mode="before")
+    @classmethod
+    def _bool_words(cls, value: object) -> object:
+        return str(value).lower() if isinstance(value, bool) else value
+
+    @field_validator("cookie")
+    @classmethod
+    def _cookie_token(cls, name: str) -> str:
+        if not _COOKIE_NAME.match(name):
+            raise ValueError(f"not a valid cookie name: {name!r}")
+        return name
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl_range(cls, seconds: float) -> float:
+        if seconds < 1:
+            raise ValueError("must be at least 1s")
+        return seconds
+
+
+class ClientIPConfig(_Model):
+    trusted_proxies: int = Field(0, ge=0, le=16)
+    """How many X-Forwarded-For hops were added by proxies we trust (1 behind the Istio gateway)."""
+    header: str | None = None
+    """A header set by a trusted proxy that holds the client address, e.g. X-Envoy-External-Address."""
+
+
+class Match(_Model):
+    path_prefix: PathPrefix = "/"
+    host: Host = None
+
+
+class RoomConfig(_Model):
+    name: str = Field(pattern=NAME_PATTERN)
+    match: Match = Match()
+    new_sessions: int = Field(ge=1, le=10_000_000)
+    window: Duration = 60.0
+    block_for: Duration = 60.0
+    retry_after: Duration = 10.0
+    status: int = Field(503, ge=200, le=599)
+    template: Path | None = None
+
+    @field_validator("window", "retry_after")
+    @classmethod
+    def _at_least_a_second(cls, seconds: float) -> float:
+        if seconds < 1:
+            raise ValueError("must be at least 1s")
+        return seconds
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """`Retry-After` carries whole seconds."""
+        return max(1, math.ceil(self.retry_after))
+
+
+class RateLimitMatch(Match):
+    methods: list[str] | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, methods: list[str] | None) -> list[str] | None:
+        return None if methods is None else [m.upper() for m in methods]
+
+
+_KEY = r"^(ip|global|header:[A-Za-z0-9-]+|jwt:[A-Za-z0-9_.-]+)$"
+
+
+class RateLimitConfig(_Model):
+    """Declared now so that files written for later versions validate; enforced by a later release."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    match: RateLimitMatch = RateLimitMatch()
+    key: str = Field("ip", pattern=_KEY)
+    fallback: str | None = Field(None, pattern=_KEY)
+    limit: int = Field(ge=1)
+    per: Duration = 1.0
+    algorithm: Literal["sliding_window", "sliding_log", "gcra"] = "sliding_window"
+    burst: int | None = Field(None, ge=1)
+    action: str = Field("reject", pattern=r"^(reject|delay|upstream:https?://\S+)$")
+    max_delay: Duration = 1.0
+    shadow: bool = False
+
+
+class JWTConfig(_Model):
+    header: str = "Authorization"
+    algorithms: list[Literal["HS256", "HS384", "HS512", "RS256", "ES256"]] = ["HS256"]
+    secret_env: str | None = "WAITROOM_JWT_SECRET"
+    public_key_file: Path | None = None
+    jwks_file: Path | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    leeway: Duration = 30.0
+
+
+class AdminConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)
+
+
+class Config(_Model):
+    store: StoreConfig = StoreConfig()
+    session: SessionConfig = SessionConfig()
+    client_ip: ClientIPConfig = ClientIPConfig()
+    rooms: list[RoomConfig] = []
+    bypass: list[PathPrefix] = []
+    rate_limits: list[RateLimitConfig] = []
+    jwt: JWTConfig | None = None
+    admin: AdminConfig = AdminConfig()
+
+    @model_validator(mode="after")
+    def _unique_rooms(self) -> Self:
+        names: set[str] = set()
+        places: set[tuple[str | None, str]] = set()
+        for i, room in enumerate(self.rooms):
+            if room.name in names:
+                raise ValueError(f"rooms[{i}].name: duplicate room name {room.name!r}")
+            place = (room.match.host, room.match.path_prefix)
+            if place in places:
+                raise ValueError(
+                    f"rooms[{i}].match: another room already covers "
+                    f"host={room.match.host or '*'} path_prefix={room.match.path_prefix}"
+                )
+            names.add(room.name)
+            places.add(place)
+        return self
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("function-") or part in ("literal", "str", "int"):
+            continue  # validator names pydantic adds for union members; not part of the file
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors(include_url=False)[0]
+    message = first["msg"].removeprefix("Value error, ")
+    where = _field_path(first["loc"])
+    if message.startswith(("rooms[", "rate_limits[")):  # model-level errors name their own field
+        return message
+    return f"{where}: {message}" if where else message
+
+
+def parse_config(data: Any, *, base_dir: Path | None = None) -> Config:
+    """Validate already-parsed YAML. Relative template paths are resolved against `base_dir`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the file must hold a mapping (store:, session:, rooms:, ...)")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e)) from None
+    if base_dir is not None:
+        rooms = [
+            room.model_copy(update={"template": (base_dir / room.template).resolve()})
+            if room.template is not None and not room.template.is_absolute()
+            else room
+            for room in config.rooms
+        ]
+        config = config.model_copy(update={"rooms": rooms})
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; every failure is a ConfigError naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}: {problem}{where}") from None
+    try:
+        return parse_config(data, base_dir=path.parent)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

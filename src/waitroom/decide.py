@@ -1,0 +1,133 @@
+"""The admission decision for one request, independent of mitmproxy.
+
+classify (room? bypass?) → session cookie (no I/O) → the store (one round trip) → a Decision.
+The addon turns the Decision into a forwarded request or an answer; the flow-replay harness and the
+tests call this directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from waitroom.config import Config, RoomConfig, StoreErrorPolicy
+from waitroom.routing import Router
+from waitroom.sessions import SessionCodec, new_session_id
+from waitroom.store import Admission, Clock, MemoryStore, RoomPolicy, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    NO_ROOM = "no_room"
+    """No room covers the request: it passes untouched."""
+    BYPASS = "bypass"
+    """A bypass prefix: never queued."""
+    SESSION = "session"
+    """A valid session cookie for this room: forwarded, no store call."""
+    ADMITTED = "admitted"
+    """A new visitor the window had room for: forwarded with a new session cookie."""
+    WAITING = "waiting"
+    """A new visitor while the room is blocked (or who just started the block): the wait page."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    room: RoomConfig | None = None
+    cookie: str | None = None
+    """A session token to send in Set-Cookie (new session, or a renewal); None to send nothing."""
+    blocked_for: float = 0.0
+    """Seconds the room's block still lasts, for the wait page."""
+    block_started: bool = False
+    degraded: StoreErrorPolicy | None = None
+    """Set when the store failed and this failure policy decided instead."""
+
+    @property
+    def forwards(self) -> bool:
+        return self.outcome is not Outcome.WAITING
+
+
+def cookie_name(config: Config, room: RoomConfig) -> str:
+    """One cookie per room, so a visitor in two rooms keeps both sessions."""
+    return f"{config.session.cookie}_{room.name}"
+
+
+def room_policy(room: RoomConfig, replicas: int = 1) -> RoomPolicy:
+    """The store's view of a room; with `replicas` > 1 each one gets its share of the limit."""
+    return RoomPolicy(
+        name=room.name,
+        new_sessions=max(1, room.new_sessions // replicas),
+        window=room.window,
+        block_for=room.block_for,
+    )
+
+
+class Decider:
+    def __init__(self, config: Config, store: Store, codec: SessionCodec, clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.codec = codec
+        self.clock = clock
+        self.router = Router(config)
+        self._local: MemoryStore | None = None
+
+    async def decide(self, host: str, path: str, cookies: Callable[[str], Sequence[str]]) -> Decision:
+        """`host` and `path` normalised (see routing); `cookies(name)` gives every value the
+        request carries under that name (a browser may send a stale one beside the fresh one)."""
+        route = self.router.route(host, path)
+        if route.bypass:
+            return Decision(Outcome.BYPASS)
+        room = route.room
+        if room is None:
+            return Decision(Outcome.NO_ROOM)
+
+        now = self.clock()
+        tokens = cookies(cookie_name(self.config, room))
+        session = next((s for t in tokens if (s := self.codec.verify(t, room.name, now)) is not None), None)
+        if session is not None:
+            if not self.codec.needs_renewal(session, now):
+                return Decision(Outcome.SESSION, room)
+            return Decision(Outcome.SESSION, room, cookie=self.codec.renew(session, now)[1])
+
+        session_id = new_session_id()
+        admission, degraded = await self._admit(room, session_id)
+        if admission.admitted:
+            return Decision(
+                Outcome.ADMITTED,
+                room,
+                cookie=self.codec.issue(room.name, session_id, now)[1],
+                degraded=degraded,
+            )
+        return Decision(
+            Outcome.WAITING,
+            room,
+            blocked_for=admission.blocked_for,
+            block_started=admission.block_started,
+            degraded=degraded,
+        )
+
+    async def _admit(self, room: RoomConfig, session_id: str) -> tuple[Admission, StoreErrorPolicy | None]:
+        store_config = self.config.store
+        try:
+            # mitmproxy disarms its own timeouts while a hook runs: this bound is the only one.
+            async with asyncio.timeout(store_config.timeout):
+                return await self.store.admit(room_policy(room), session_id), None
+        except (StoreError, TimeoutError, OSError) as e:
+            policy = store_config.on_error
+            log.warning(
+                "store failed (%s); room %s decided by on_error=%s", type(e).__name__, room.name, policy.value
+            )
+        now = self.clock()
+        if policy is StoreErrorPolicy.OPEN:
+            return Admission(True, 0.0, False, now), policy
+        if policy is StoreErrorPolicy.CLOSED:
+            return Admission(False, now + math.ceil(room.retry_after), False, now), policy
+        if self._local is None:
+            self._local = MemoryStore(self.clock)
+        policy_here = room_policy(room, store_config.replicas)
+        return await self._local.admit(policy_here, session_id), policy

@@ -1,0 +1,147 @@
+"""Answers the proxy serves itself: the wait-room page (HTML or JSON) and the poll answer.
+
+Pure functions over plain values; the addon turns an Answer into a mitmproxy response.
+Templates use `{{ name }}` placeholders, checked when the config loads:
+`room` (HTML-escaped), `retry_after` and `status` (numbers), `data` (JSON for the page's script,
+safe inside `<script>`).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "static" / "waitroom.html"
+MAX_TEMPLATE_BYTES = 64 * 1024
+TEMPLATE_VARIABLES = frozenset({"room", "retry_after", "status", "data"})
+POLL_HEADER = "Waitroom-Poll"
+"""Sent by the wait page's script: when admitted, the proxy answers the poll itself (no upstream)."""
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class TemplateError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A page split once into literal text and placeholder names, so rendering is a join."""
+
+    parts: tuple[str, ...]
+    names: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def parse(cls, text: str) -> Template:
+        pieces = _PLACEHOLDER.split(text)
+        literals, names = tuple(pieces[0::2]), tuple(pieces[1::2])
+        unknown = sorted(set(names) - TEMPLATE_VARIABLES)
+        if unknown:
+            raise TemplateError(
+                f"unknown template variable {{{{ {unknown[0]} }}}} "
+                f"(known: {', '.join(sorted(TEMPLATE_VARIABLES))})"
+            )
+        return cls(literals, names)
+
+    @classmethod
+    def load(cls, path: Path) -> Template:
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise TemplateError(f"cannot read {path}: {e.strerror or e}") from None
+        if len(raw) > MAX_TEMPLATE_BYTES:
+            raise TemplateError(f"{path} is {len(raw)} bytes; the limit is {MAX_TEMPLATE_BYTES}")
+        try:
+            return cls.parse(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise TemplateError(f"{path} is not UTF-8 text") from None
+
+    def render(self, values: dict[str, str]) -> str:
+        out = [self.parts[0]]
+        for name, literal in zip(self.names, self.parts[1:], strict=True):
+            out.append(values[name])
+            out.append(literal)
+        return "".join(out)
+
+
+def script_safe_json(value: object) -> str:
+    """JSON that cannot close the `<script>` element it sits in."""
+    return (
+        json.dumps(value, separators=(",", ":"))
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
+
+
+def wants_json(accept: str) -> bool:
+    """Scripts and API clients ask for JSON; browsers (and `*/*`) get the page."""
+    accept = accept.lower()
+    return "application/json" in accept and "text/html" not in accept
+
+
+def _wait_fields(room: str, retry_after: int, blocked_for: float) -> dict[str, object]:
+    return {
+        "status": "waiting",
+        "room": room,
+        "retry_after": retry_after,
+        "blocked_for": math.ceil(blocked_for),
+    }
+
+
+def wait_answer(
+    *,
+    template: Template,
+    room: str,
+    status: int,
+    retry_after: int,
+    blocked_for: float,
+    accept: str,
+) -> Answer:
+    """The wait-room answer: `status` (503 by default), Retry-After, never cached."""
+    fields = _wait_fields(room, retry_after, blocked_for)
+    headers = {
+        "Retry-After": str(retry_after),
+        "Cache-Control": "no-store",
+        "Waitroom-Status": "waiting",
+    }
+    if wants_json(accept):
+        headers["Content-Type"] = "application/json"
+        return Answer(status, headers, json.dumps(fields).encode())
+    headers["Content-Type"] = "text/html; charset=utf-8"
+    page = template.render(
+        {
+            "room": html.escape(room),
+            "retry_after": str(retry_after),
+            "status": str(status),
+            "data": script_safe_json(fields),
+        }
+    )
+    return Answer(status, headers, page.encode("utf-8"))
+
+
+def admitted_poll_answer(room: str) -> Answer:
+    """The wait page's poll, once admitted: the page reloads itself on `status: admitted`."""
+    return Answer(
+        200,
+        {"Content-Type": "application/json", "Cache-Control": "no-store", "Waitroom-Status": "admitted"},
+        json.dumps({"status": "admitted", "room": room}).encode(),
+    )
+
+
+def set_cookie(name: str, token: str, max_age: int, secure: bool) -> str:
+    parts = [f"{name}={token}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts)

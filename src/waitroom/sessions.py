@@ -1,0 +1,129 @@
+"""Signed session cookies: the visitor's proof of admission, checked with no I/O.
+
+A token is `base64url(payload) "." base64url(HMAC-SHA256(key, payload))` where the payload is
+`v1|room|session id|issued at|expires at` (whole Unix seconds). Keys come from `WAITROOM_SECRET`,
+comma-separated: the first signs, all verify, so a key can be rotated in without logging anyone out.
+Whatever does not verify — tampered, expired, truncated, oversized, garbage, another room's — is the
+same as no cookie: `verify` returns None and never raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+
+VERSION = "v1"
+MAX_TOKEN_LENGTH = 512
+"""Longer cookie values are not even decoded."""
+MIN_KEY_LENGTH = 16
+
+
+class SecretError(Exception):
+    """The signing keys are missing or unusable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    room: str
+    session_id: str
+    issued_at: int
+    expires_at: int
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_session_id() -> str:
+    """96 random bits; also the member recorded in the room's admission log."""
+    return secrets.token_urlsafe(12)
+
+
+def keys_from_secret(secret: str) -> list[bytes]:
+    """Parse `WAITROOM_SECRET`: comma-separated keys, each at least 16 characters."""
+    keys = [k.strip() for k in secret.split(",") if k.strip()]
+    if not keys:
+        raise SecretError("WAITROOM_SECRET is empty")
+    for i, key in enumerate(keys):
+        if len(key) < MIN_KEY_LENGTH:
+            raise SecretError(
+                f"WAITROOM_SECRET key #{i + 1} is too short "
+                f"({len(key)} characters; use at least {MIN_KEY_LENGTH}, e.g. `openssl rand -hex 32`)"
+            )
+    # Derive a purpose-bound key so the same secret could sign something else without confusion.
+    return [hmac.new(k.encode(), b"waitroom session cookie", hashlib.sha256).digest() for k in keys]
+
+
+def keys_from_environment() -> list[bytes] | None:
+    """The keys from `WAITROOM_SECRET`, or None when it is unset."""
+    secret = os.environ.get("WAITROOM_SECRET")
+    return None if secret is None else keys_from_secret(secret)
+
+
+class SessionCodec:
+    def __init__(self, keys: list[bytes], ttl: float) -> None:
+        if not keys:
+            raise SecretError("at least one signing key is needed")
+        self._keys = keys
+        self._ttl = max(1, int(ttl))
+
+    @property
+    def ttl(self) -> int:
+        return self._ttl
+
+    def _sign(self, key: bytes, payload: bytes) -> bytes:
+        return hmac.new(key, payload, hashlib.sha256).digest()
+
+    def issue(self, room: str, session_id: str, now: float) -> tuple[Session, str]:
+        issued = int(now)
+        return self.encode(Session(room, session_id, issued, issued + self._ttl))
+
+    def renew(self, session: Session, now: float) -> tuple[Session, str]:
+        """Same session, new expiry: idle time restarts."""
+        return self.encode(Session(session.room, session.session_id, session.issued_at, int(now) + self._ttl))
+
+    def needs_renewal(self, session: Session, now: float) -> bool:
+        """Renew once half the idle time is used, so an active visitor gets at most one
+        Set-Cookie per ttl/2 instead of one on every response."""
+        return session.expires_at - now < self._ttl / 2
+
+    def encode(self, session: Session) -> tuple[Session, str]:
+        payload = "|".join(
+            (VERSION, session.room, session.session_id, str(session.issued_at), str(session.expires_at))
+        ).encode()
+        token = f"{_b64encode(payload)}.{_b64encode(self._sign(self._keys[0], payload))}"
+        return session, token
+
+    def verify(self, token: str | None, room: str, now: float) -> Session | None:
+        """The session in `token` if it is genuine, for `room`, and not expired; else None."""
+        if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
+            return None
+        payload_text, signature_text = token.split(".")
+        try:
+            payload = _b64decode(payload_text)
+            signature = _b64decode(signature_text)
+        except (binascii.Error, ValueError):
+            return None
+        # Check every key, not just until one matches, so timing does not tell which key signed.
+        genuine = False
+        for key in self._keys:
+            genuine |= hmac.compare_digest(self._sign(key, payload), signature)
+        if not genuine:
+            return None
+        try:
+            version, token_room, session_id, issued, expires = payload.decode().split("|")
+            session = Session(token_room, session_id, int(issued), int(expires))
+        except ValueError:  # also UnicodeDecodeError: a genuine key signed something else
+            return None
+        if version != VERSION or session.room != room or session.expires_at <= now:
+            return None
+        return session

@@ -1,0 +1,20 @@
+"""State behind the decisions: the embedded store or Redis, behind one protocol."""
+
+from __future__ import annotations
+
+import time
+
+from waitroom.config import StoreConfig
+from waitroom.store.base import Admission, Clock, RoomPolicy, Store, StoreError
+from waitroom.store.memory import MemoryStore
+
+__all__ = ["Admission", "Clock", "MemoryStore", "RoomPolicy", "Store", "StoreError", "open_store"]
+
+
+def open_store(config: StoreConfig, clock: Clock = time.time) -> Store:
+    """The store that `store.url` names. Connections are made lazily, on first use."""
+    if config.url.startswith("memory://"):
+        return MemoryStore(clock)
+    from waitroom.store.redis import RedisStore  # only deployments that use Redis import it
+
+    return RedisStore.from_config(config)
