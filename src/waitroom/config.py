@@ -74,6 +74,13 @@ class StoreErrorPolicy(StrEnum):
     LOCAL = "local"
 
 
+class BreakerConfig(_Model):
+    failures: int = Field(3, ge=1, le=1000)
+    """Consecutive store failures that open the circuit."""
+    cool_down: Duration = 5.0
+    """How long an open circuit skips the store before one call probes it."""
+
+
 class StoreConfig(_Model):
     url: str = "memory://"
     timeout: Duration = 0.05
@@ -81,6 +88,7 @@ class StoreConfig(_Model):
     key_prefix: str = Field("waitroom", pattern=r"^[A-Za-z0-9_:.-]{1,64}$")
     replicas: int = Field(1, ge=1, le=10_000)
     """How many proxy replicas share the store; `on_error: local` divides limits by it."""
+    breaker: BreakerConfig = BreakerConfig()
 
     @field_validator("url")
     @classmethod

@@ -15,6 +15,8 @@ def open_store(config: StoreConfig, clock: Clock = time.time) -> Store:
     """The store that `store.url` names. Connections are made lazily, on first use."""
     if config.url.startswith("memory://"):
         return MemoryStore(clock)
+    from waitroom.store.guard import CircuitBreaker, GuardedStore
     from waitroom.store.redis import RedisStore  # only deployments that use Redis import it
 
-    return RedisStore.from_config(config)
+    breaker = CircuitBreaker(config.breaker.failures, config.breaker.cool_down)
+    return GuardedStore(RedisStore.from_config(config), config.timeout, breaker)

@@ -37,6 +37,8 @@ class MemoryStore:
         if len(log) < room.new_sessions:
             log.append(now)
             return Admission(True, 0.0, False, now)
+        if room.block_for <= 0:  # no block: every new visitor is judged by the window alone
+            return Admission(False, 0.0, True, now)
         state.blocked_until = now + room.block_for
         return Admission(False, state.blocked_until, True, now)
 

@@ -1,0 +1,94 @@
+"""Bounded, fail-fast access to a remote store: a timeout on every call and a circuit breaker.
+
+mitmproxy disarms its own timeouts while a hook runs, so without this bound a slow Redis would hold
+the visitor for as long as it likes. After `failures` failures in a row the breaker opens: calls fail at
+once (the failure policy decides) for `cool_down`; then one call probes, and a success closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from enum import StrEnum
+
+from waitroom.store.base import Admission, Clock, RoomPolicy, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    def __init__(self, failures: int, cool_down: float, clock: Clock = time.monotonic) -> None:
+        self.threshold = failures
+        self.cool_down = cool_down
+        self._clock = clock
+        self.state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    def allow(self) -> bool:
+        """May a call go to the store now? In half-open state only one probe at a time."""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN:
+            if self._clock() - self._opened_at < self.cool_down:
+                return False
+            self.state = BreakerState.HALF_OPEN
+        if self._probing:
+            return False
+        self._probing = True
+        return True
+
+    def succeeded(self) -> None:
+        if self.state is not BreakerState.CLOSED:
+            log.warning("waitroom: store reachable again; circuit closed")
+        self.state = BreakerState.CLOSED
+        self._failures = 0
+        self._probing = False
+
+    def failed(self) -> None:
+        self._failures += 1
+        self._probing = False
+        if self.state is BreakerState.HALF_OPEN or self._failures >= self.threshold:
+            if self.state is BreakerState.CLOSED:
+                log.warning("waitroom: store failing; circuit open for %.1fs", self.cool_down)
+            self.state = BreakerState.OPEN
+            self._opened_at = self._clock()
+
+    def abandoned(self) -> None:
+        """A call ended without an answer either way (the visitor went away): free the probe slot."""
+        self._probing = False
+
+
+class GuardedStore:
+    """Wraps a remote store: every call bounded by `timeout`, every failure a StoreError."""
+
+    def __init__(self, inner: Store, timeout: float, breaker: CircuitBreaker) -> None:
+        self.inner = inner
+        self.timeout = timeout
+        self.breaker = breaker
+
+    async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
+        if not self.breaker.allow():
+            raise StoreError("circuit open")
+        try:
+            async with asyncio.timeout(self.timeout):
+                admission = await self.inner.admit(room, session_id)
+        except (StoreError, TimeoutError, OSError) as e:
+            self.breaker.failed()
+            raise StoreError(str(e) or type(e).__name__) from e
+        except BaseException:
+            self.breaker.abandoned()
+            raise
+        self.breaker.succeeded()
+        return admission
+
+    async def close(self) -> None:
+        await self.inner.close()

@@ -1,0 +1,46 @@
+-- One new visitor asks to enter a room: the whole admission decision, atomically, in one round trip.
+--
+-- KEYS[1]  the room's admission log: a sorted set of session ids scored by admission time (µs)
+-- KEYS[2]  the room's block: absent, or the time (µs) the block ends
+-- ARGV[1]  new_sessions: admissions allowed per window
+-- ARGV[2]  window (µs)
+-- ARGV[3]  block_for (µs)
+-- ARGV[4]  the new session's id
+-- ARGV[5]  optional "now" (µs) for deterministic tests and flow replay; empty = the server's TIME,
+--          so replicas with skewed clocks still agree
+--
+-- Returns {admitted (0|1), blocked_until (µs, 0 when not blocked), block_started (0|1), now (µs)}.
+-- Both keys share the hash tag {room:NAME}, so the script touches one Cluster slot.
+
+local now
+if ARGV[5] ~= nil and ARGV[5] ~= "" then
+  now = tonumber(ARGV[5])
+else
+  local t = redis.call("TIME")
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local blocked_until = tonumber(redis.call("GET", KEYS[2]) or "0")
+if now < blocked_until then
+  return {0, blocked_until, 0, now}
+end
+
+local new_sessions = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local block_for = tonumber(ARGV[3])
+
+-- The window is (now - window, now]: an admission exactly one window old no longer counts.
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now - window)
+if redis.call("ZCARD", KEYS[1]) < new_sessions then
+  redis.call("ZADD", KEYS[1], now, ARGV[4])
+  -- The log is only read within a window: let an idle room's key go.
+  redis.call("PEXPIRE", KEYS[1], math.ceil(window / 1000) + 1000)
+  return {1, 0, 0, now}
+end
+
+if block_for <= 0 then
+  return {0, 0, 1, now}
+end
+blocked_until = now + block_for
+redis.call("SET", KEYS[2], blocked_until, "PX", math.ceil(block_for / 1000))
+return {0, blocked_until, 1, now}

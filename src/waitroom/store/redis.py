@@ -1,0 +1,136 @@
+"""The Redis store: every replica sees one exact window.
+
+URL forms (see the README's store reference):
+- `redis://[[user]:password@]host[:port][/db]` and `rediss://...` (TLS)
+- `redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]` — the password is the
+  data node's; `?sentinel_password=...` authenticates to the sentinels
+- `redis+cluster://[[user]:password@]host:port[,host:port...]` — any reachable nodes; the client
+  discovers the rest
+
+Each decision is one Lua script (EVALSHA, reloaded by redis-py on NOSCRIPT after a Redis restart).
+Keys are `<key_prefix>:{room:<name>}:log|blocked`; the hash tag keeps a room's keys in one slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
+
+from waitroom.config import StoreConfig
+from waitroom.store.base import Admission, Clock, RoomPolicy, StoreError
+
+MICROS = 1_000_000
+
+
+def load_lua(name: str) -> str:
+    return resources.files("waitroom.store").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def _hosts(netloc: str, default_port: int) -> tuple[str | None, str | None, list[tuple[str, int]]]:
+    """`user:pass@h1:p1,h2:p2` → (user, password, [(h1, p1), (h2, p2)])."""
+    user = password = None
+    if "@" in netloc:
+        auth, netloc = netloc.rsplit("@", 1)
+        user, _, password = auth.partition(":") if ":" in auth else ("", "", auth)
+        user, password = unquote(user) or None, unquote(password) or None
+    nodes = []
+    for item in netloc.split(","):
+        if item.startswith("["):  # [::1]:6379
+            host, _, port = item[1:].partition("]")
+            port = port.lstrip(":")
+        else:
+            host, _, port = item.partition(":")
+        nodes.append((host, int(port) if port else default_port))
+    return user, password, nodes
+
+
+def client_from_url(url: str, timeout: float) -> Any:
+    """A redis-py asyncio client for any of the supported URL forms."""
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "decode_responses": False,
+    }
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        return aioredis.Redis.from_url(url, **common)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.scheme == "redis+cluster":
+        user, password, nodes = _hosts(parts.netloc, 6379)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes],
+            username=user,
+            password=password,
+            ssl=query.get("ssl", "").lower() in ("1", "true", "yes"),
+            **common,
+        )
+    if parts.scheme == "redis+sentinel":
+        user, password, nodes = _hosts(parts.netloc, 26379)
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise ValueError("redis+sentinel:// URLs name the service: redis+sentinel://host:26379/mymaster")
+        sentinel_kwargs = {"password": query["sentinel_password"]} if "sentinel_password" in query else {}
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            nodes, sentinel_kwargs=sentinel_kwargs, **common
+        )
+        return sentinel.master_for(
+            path[0],
+            username=user,
+            password=password,
+            db=int(path[1]) if len(path) > 1 else 0,
+            **common,
+        )
+    raise ValueError(f"unsupported store URL scheme {parts.scheme!r}")
+
+
+class RedisStore:
+    def __init__(self, client: Any, key_prefix: str = "waitroom", clock: Clock | None = None) -> None:
+        self._client = client
+        self._prefix = key_prefix
+        self._clock = clock
+        """None: the Redis server's clock decides (production). Set: tests and flow replay."""
+        self._admit = client.register_script(load_lua("room_admit.lua"))
+
+    @classmethod
+    def from_config(cls, config: StoreConfig, clock: Clock | None = None) -> RedisStore:
+        return cls(client_from_url(config.url, config.timeout), config.key_prefix, clock)
+
+    def room_keys(self, room: str) -> list[str]:
+        tag = f"{self._prefix}:{{room:{room}}}"
+        return [f"{tag}:log", f"{tag}:blocked"]
+
+    def _now_arg(self) -> str:
+        return "" if self._clock is None else str(round(self._clock() * MICROS))
+
+    async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
+        args = [
+            room.new_sessions,
+            round(room.window * MICROS),
+            round(room.block_for * MICROS),
+            session_id,
+            self._now_arg(),
+        ]
+        try:
+            reply = await self._admit(keys=self.room_keys(room.name), args=args)
+        except (RedisError, OSError) as e:
+            raise StoreError(f"redis: {type(e).__name__}") from e
+        admitted, blocked_until, started, now = reply
+        return Admission(bool(admitted), blocked_until / MICROS, bool(started), now / MICROS)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError) as e:
+            raise StoreError(f"redis: {type(e).__name__}") from e
+
+    async def close(self) -> None:
+        # Closing the connections to a Redis that is gone is not an error worth reporting.
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.aclose()
