@@ -6,6 +6,7 @@ only translates between mitmproxy flows and those plain values.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from waitroom import config as config_module
-from waitroom.config import Config, ConfigError, load_config
+from waitroom.config import Config, ConfigError, StoreConfig, load_config
 from waitroom.decide import Decider, Decision, Outcome, cookie_name
 from waitroom.identity import client_is_https
 from waitroom.responses import (
@@ -59,7 +60,8 @@ class WaitRoom:
         self.clock = clock
         self.loaded: _Loaded | None = None
         self._store: Store | None = None
-        self._store_url: str | None = None
+        self._store_config: StoreConfig | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self._ephemeral_key: bytes | None = None
         self._running = False
 
@@ -153,10 +155,27 @@ class WaitRoom:
 
     def _store_for(self, config: Config) -> Store:
         # Keep the store across reloads that do not change it: the embedded one holds the windows.
-        if self._store is None or self._store_url != config.store.url:
-            self._store = open_store(config.store, self.clock)
-            self._store_url = config.store.url
+        wanted = config.store
+        if self._store is not None and self._store_config is not None:
+            same = (
+                wanted.url == self._store_config.url
+                if wanted.url.startswith("memory://")
+                else wanted == self._store_config
+            )
+            if same:
+                return self._store
+            self._close_later(self._store)
+        self._store = open_store(wanted, self.clock)
+        self._store_config = wanted
         return self._store
+
+    def _close_later(self, store: Store) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(store.close())
+        except RuntimeError:  # no event loop (offline tools): nothing is connected to close
+            return
+        self._closing.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._closing.discard)
 
     # --- hooks on the request path -------------------------------------------------------
 
