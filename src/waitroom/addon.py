@@ -171,9 +171,10 @@ class WaitRoom:
 
     def _close_later(self, store: Store) -> None:
         try:
-            task = asyncio.get_running_loop().create_task(store.close())
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (offline tools): nothing is connected to close
             return
+        task = loop.create_task(store.close())
         self._closing.add(task)  # keep a reference until it is done
         task.add_done_callback(self._closing.discard)
 
