@@ -20,3 +20,29 @@ def client_is_https(config: ClientIPConfig, *, tls: bool, forwarded_proto: str |
     if forwarded_proto and behind_trusted_proxy(config):
         return forwarded_proto.split(",")[-1].strip().lower() == "https"
     return False
+
+
+def client_ip(
+    config: ClientIPConfig, *, peer: str, forwarded_for: str | None, header_value: str | None
+) -> str:
+    """The visitor's address, believing forwarded headers only as far as our own proxies vouch.
+
+    - `client_ip.header` set: that header's value, which a trusted proxy (e.g. Envoy's
+      X-Envoy-External-Address) overwrites on every request; absent → the peer.
+    - `client_ip.trusted_proxies` = N: each of our N proxies appended the address it saw to
+      X-Forwarded-For, so the visitor is the Nth entry from the right. Entries further left were
+      written by the client and are ignored: spoofing XFF cannot move a client to another bucket.
+    - otherwise: the TCP peer.
+    """
+    if config.header is not None:
+        value = (header_value or "").strip()
+        return value or peer
+    if config.trusted_proxies > 0 and forwarded_for:
+        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        if len(hops) >= config.trusted_proxies:
+            return hops[-config.trusted_proxies]
+        # Fewer hops than trusted proxies: it did not pass all of them. The leftmost entry is the
+        # one written closest to the client, and there are no client-written entries to its left.
+        if hops:
+            return hops[0]
+    return peer
