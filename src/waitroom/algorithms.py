@@ -108,11 +108,14 @@ def gcra_params(limit: int, per: float, burst: int | None) -> tuple[float, float
     return interval, interval * ((burst or limit) - 1)
 
 
-def check_gcra(tat: float, now: float, limit: int, per: float, burst: int | None) -> Verdict:
-    """`tat` is the key's theoretical arrival time (0 for a new key)."""
+def check_gcra(
+    tat: float, now: float, limit: int, per: float, burst: int | None, slack: float = 1e-9
+) -> Verdict:
+    """`tat` is the key's theoretical arrival time (0 for a new key). `slack` absorbs float rounding
+    in `per / limit` (1 ns by default; the stores work in µs and pass 1e-3)."""
     interval, tolerance = gcra_params(limit, per, burst)
     tat = max(tat, now)
-    if tat - now > tolerance + 1e-9:
+    if tat - now > tolerance + slack:
         return Verdict(False, 0, tat - now - tolerance)
     new_tat = tat + interval
     remaining = math.floor((tolerance - (new_tat - now)) / interval + 1e-9) + 1

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+MICROS = 1_000_000
+"""Stores keep times in whole microseconds (Redis's TIME resolution)."""
 
 Clock = Callable[[], float]
 """Seconds since the epoch, as `time.time`; injected so tests and flow replay are deterministic."""
@@ -37,6 +40,31 @@ class Admission:
         return max(0.0, self.blocked_until - self.now)
 
 
+@dataclass(frozen=True, slots=True)
+class RateCheck:
+    """One rule's question for one request: may `key` make one more request?"""
+
+    rule: str
+    key: str
+    """The client's identity for this rule, already hashed (never a raw API key or token)."""
+    algorithm: str
+    """`sliding_window`, `sliding_log` or `gcra`."""
+    limit: int
+    per: float
+    burst: int | None = None
+    shadow: bool = False
+    """Counted and reported, never enforced: its refusal does not stop the others being charged."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateResult:
+    allowed: bool
+    """The rule's own verdict (a shadow rule may say no without stopping the request)."""
+    remaining: int
+    reset_after: float
+    """Seconds until the quota is whole again; when refused, until one request would pass."""
+
+
 class StoreError(Exception):
     """The store could not answer (unreachable, timed out, refused); the failure policy applies."""
 
@@ -48,6 +76,12 @@ class Store(Protocol):
         """One new visitor asks to enter `room`, all in one atomic step: if the room is blocked,
         refuse; else prune the window's log, and admit (recording `session_id`) if it has room,
         or start a block of `room.block_for` and refuse. Raises StoreError when it cannot answer."""
+        ...
+
+    async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:
+        """Check every rule that matches one request, in one atomic step; charge them all (except
+        shadow rules that said no) only if no enforcing rule refuses. Results in `checks` order.
+        Raises StoreError when it cannot answer."""
         ...
 
     async def close(self) -> None: ...

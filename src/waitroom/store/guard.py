@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine, Sequence
 from enum import StrEnum
+from typing import Any
 
-from waitroom.store.base import Admission, Clock, RoomPolicy, Store, StoreError
+from waitroom.store.base import Admission, Clock, RateCheck, RateResult, RoomPolicy, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +78,18 @@ class GuardedStore:
         self.breaker = breaker
 
     async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
+        return await self._guarded(self.inner.admit(room, session_id))
+
+    async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:
+        return await self._guarded(self.inner.hit(checks))
+
+    async def _guarded[T](self, call: Coroutine[Any, Any, T]) -> T:
         if not self.breaker.allow():
+            call.close()  # never awaited: the store is not asked
             raise StoreError("circuit open")
         try:
             async with asyncio.timeout(self.timeout):
-                admission = await self.inner.admit(room, session_id)
+                result = await call
         except (StoreError, TimeoutError, OSError) as e:
             self.breaker.failed()
             raise StoreError(str(e) or type(e).__name__) from e
@@ -88,7 +97,7 @@ class GuardedStore:
             self.breaker.abandoned()
             raise
         self.breaker.succeeded()
-        return admission
+        return result
 
     async def close(self) -> None:
         await self.inner.close()

@@ -2,45 +2,122 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from waitroom.store.base import Admission, Clock, RoomPolicy
+from waitroom import algorithms as alg
+from waitroom.store.base import MICROS, Admission, Clock, RateCheck, RateResult, RoomPolicy
+
+
+def _us(seconds: float) -> int:
+    """Times and durations are whole microseconds inside, as in the Lua scripts: both stores then
+    make the same decision at a window's exact edge, where float seconds would round either way."""
+    return round(seconds * MICROS)
 
 
 @dataclass(slots=True)
 class _RoomState:
+    log: deque[int] = field(default_factory=deque)
+    """Admission times (µs) inside the window, oldest first: O(new_sessions) memory."""
+    blocked_until: int = 0
+
+
+@dataclass(slots=True)
+class _RateState:
+    window: alg.WindowCounters = field(default_factory=alg.WindowCounters)
     log: deque[float] = field(default_factory=deque)
-    """Admission times inside the window, oldest first: O(new_sessions) memory."""
-    blocked_until: float = 0.0
+    tat: float = 0.0
+    idle_after: float = 0.0
+    # All in µs, like the Lua script.
+    """When this key's state no longer matters (then it may be dropped)."""
+
+
+SWEEP_EVERY = 10_000
+"""Rate-limit hits between sweeps of idle keys: memory stays proportional to active clients."""
 
 
 class MemoryStore:
     def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
         self._rooms: dict[str, _RoomState] = {}
+        self._rates: dict[tuple[str, str, str], _RateState] = {}
+        self._hits_since_sweep = 0
 
     async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
         # No await inside: on one event loop this whole decision is atomic, like the Lua script.
-        now = self._clock()
+        now = _us(self._clock())
         state = self._rooms.get(room.name)
         if state is None:
             state = self._rooms[room.name] = _RoomState()
         if now < state.blocked_until:
-            return Admission(False, state.blocked_until, False, now)
+            return Admission(False, state.blocked_until / MICROS, False, now / MICROS)
         # The window is the half-open interval (now - window, now]: an admission exactly one
         # window old no longer counts, so no interval of that length holds more than new_sessions.
-        log, cutoff = state.log, now - room.window
+        log, cutoff = state.log, now - _us(room.window)
         while log and log[0] <= cutoff:
             log.popleft()
         if len(log) < room.new_sessions:
             log.append(now)
-            return Admission(True, 0.0, False, now)
+            return Admission(True, 0.0, False, now / MICROS)
         if room.block_for <= 0:  # no block: every new visitor is judged by the window alone
-            return Admission(False, 0.0, True, now)
-        state.blocked_until = now + room.block_for
-        return Admission(False, state.blocked_until, True, now)
+            return Admission(False, 0.0, True, now / MICROS)
+        state.blocked_until = now + _us(room.block_for)
+        return Admission(False, state.blocked_until / MICROS, True, now / MICROS)
+
+    async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:
+        # No await inside: atomic on the event loop, like the Lua script.
+        now = _us(self._clock())
+        states = [self._rate_state(c) for c in checks]
+        verdicts = [_check(c, st, now) for c, st in zip(checks, states, strict=True)]
+        enforced_refusal = any(not v.allowed and not c.shadow for c, v in zip(checks, verdicts, strict=True))
+        if not enforced_refusal:
+            for check, state, verdict in zip(checks, states, verdicts, strict=True):
+                if verdict.allowed:
+                    _charge(check, state, now)
+        self._maybe_sweep(now)
+        # Whole µs, as the Lua script answers.
+        return [RateResult(v.allowed, v.remaining, math.floor(v.reset_after) / MICROS) for v in verdicts]
+
+    def _rate_state(self, check: RateCheck) -> _RateState:
+        ident = (check.rule, check.algorithm, check.key)
+        state = self._rates.get(ident)
+        if state is None:
+            state = self._rates[ident] = _RateState()
+        return state
+
+    def _maybe_sweep(self, now: float) -> None:
+        self._hits_since_sweep += 1
+        if self._hits_since_sweep < SWEEP_EVERY:
+            return
+        self._hits_since_sweep = 0
+        for ident in [i for i, st in self._rates.items() if st.idle_after < now]:
+            del self._rates[ident]
 
     async def close(self) -> None:
         self._rooms.clear()
+        self._rates.clear()
+
+
+def _check(check: RateCheck, state: _RateState, now: int) -> alg.Verdict:
+    per = _us(check.per)
+    if check.algorithm == "sliding_log":
+        return alg.check_sliding_log(state.log, now, check.limit, per)
+    if check.algorithm == "gcra":
+        return alg.check_gcra(state.tat, now, check.limit, per, check.burst, slack=1e-3)
+    return alg.check_sliding_window(state.window, now, check.limit, per)
+
+
+def _charge(check: RateCheck, state: _RateState, now: int) -> None:
+    per = _us(check.per)
+    if check.algorithm == "sliding_log":
+        alg.charge_sliding_log(state.log, now)
+        state.idle_after = now + per
+    elif check.algorithm == "gcra":
+        state.tat = alg.charge_gcra(state.tat, now, check.limit, per)
+        state.idle_after = state.tat
+    else:
+        alg.charge_sliding_window(state.window, now, per)
+        state.idle_after = state.window.window_start + 2 * per

@@ -14,6 +14,7 @@ Keys are `<key_prefix>:{room:<name>}:log|blocked`; the hash tag keeps a room's k
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -21,12 +22,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from waitroom.config import StoreConfig
-from waitroom.store.base import Admission, Clock, RoomPolicy, StoreError
+from waitroom.store.base import MICROS, Admission, Clock, RateCheck, RateResult, RoomPolicy, StoreError
 
-MICROS = 1_000_000
+_ALGORITHM_CODES = {"sliding_window": "w", "sliding_log": "l", "gcra": "g"}
 
 
 def load_lua(name: str) -> str:
@@ -97,6 +99,8 @@ class RedisStore:
         self._clock = clock
         """None: the Redis server's clock decides (production). Set: tests and flow replay."""
         self._admit = client.register_script(load_lua("room_admit.lua"))
+        self._rate_limit = client.register_script(load_lua("rate_limit.lua"))
+        self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
     def from_config(cls, config: StoreConfig, clock: Clock | None = None) -> RedisStore:
@@ -123,6 +127,54 @@ class RedisStore:
             raise StoreError(f"redis: {type(e).__name__}") from e
         admitted, blocked_until, started, now = reply
         return Admission(bool(admitted), blocked_until / MICROS, bool(started), now / MICROS)
+
+    def rate_key(self, check: RateCheck) -> str:
+        return f"{self._prefix}:{{rl:{check.rule}:{check.key}}}:{_ALGORITHM_CODES[check.algorithm]}"
+
+    async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:
+        if not checks:
+            return []
+        groups = [list(range(len(checks)))]
+        if self._cluster:
+            # A script may touch one Cluster slot only. Rules whose keys live in different slots
+            # are decided one slot after another; a refusal in a later slot does not undo the
+            # charges of an earlier one (the README says so).
+            by_slot: dict[int, list[int]] = {}
+            for i, check in enumerate(checks):
+                by_slot.setdefault(key_slot(self.rate_key(check).encode()), []).append(i)
+            groups = list(by_slot.values())
+        results: list[RateResult | None] = [None] * len(checks)
+        for group in groups:
+            part = [checks[i] for i in group]
+            for i, result in zip(group, await self._hit_one_slot(part), strict=True):
+                results[i] = result
+            if any(
+                not r.allowed and not c.shadow
+                for r, c in zip((results[i] for i in group), part, strict=True)
+                if r
+            ):
+                break
+        # Groups after an enforced refusal were not asked: they count as allowed and uncharged.
+        return [r if r is not None else RateResult(True, checks[i].limit, 0.0) for i, r in enumerate(results)]
+
+    async def _hit_one_slot(self, checks: Sequence[RateCheck]) -> list[RateResult]:
+        args: list[str | int] = [self._now_arg()]
+        for c in checks:
+            args += [
+                _ALGORITHM_CODES[c.algorithm],
+                c.limit,
+                round(c.per * MICROS),
+                c.burst or 0,
+                int(c.shadow),
+            ]
+        try:
+            reply = await self._rate_limit(keys=[self.rate_key(c) for c in checks], args=args)
+        except (RedisError, OSError) as e:
+            raise StoreError(f"redis: {type(e).__name__}") from e
+        return [
+            RateResult(bool(reply[i]), int(reply[i + 1]), reply[i + 2] / MICROS)
+            for i in range(0, len(reply), 3)
+        ]
 
     async def ping(self) -> bool:
         try:
