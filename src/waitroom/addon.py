@@ -12,13 +12,16 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
 
 from waitroom import config as config_module
+from waitroom.claims import ClaimVerifier
 from waitroom.config import Config, ConfigError, StoreConfig, load_config
 from waitroom.decide import Decider, Decision, Outcome, cookie_name
 from waitroom.identity import client_is_https
+from waitroom.limits import LimitDecision, LimitOutcome, RateLimiter, RequestFacts
 from waitroom.responses import (
     DEFAULT_TEMPLATE,
     POLL_HEADER,
@@ -26,6 +29,8 @@ from waitroom.responses import (
     Template,
     TemplateError,
     admitted_poll_answer,
+    limited_answer,
+    rate_limit_headers,
     set_cookie,
     wait_answer,
 )
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 METADATA_KEY = "waitroom"
 """flow.metadata[METADATA_KEY]: the decision, for logs, flow files and replay."""
 _SET_COOKIE_KEY = "waitroom.set_cookie"
+_EXTRA_HEADERS_KEY = "waitroom.response_headers"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,7 @@ class _Loaded:
     path: Path
     config: Config
     decider: Decider
+    limiter: RateLimiter
     templates: dict[str, Template]
 
 
@@ -99,8 +106,6 @@ class WaitRoom:
             len(config.rooms),
             config.store.url.split("@")[-1],  # never log credentials
         )
-        if config.rate_limits:
-            log.warning("waitroom: rate_limits are validated but not enforced by this version")
 
     def running(self) -> None:
         self._running = True
@@ -119,8 +124,22 @@ class WaitRoom:
                 raise ConfigError(f"{path}: rooms[{i}].template: {e}") from None
         self._check_host_matching(path, config)
         codec = SessionCodec(self._signing_keys(path, config), config.session.ttl)
+        verifier = ClaimVerifier(config.jwt) if config.jwt is not None else None
+        self._check_rate_limits(path, config, verifier)
         store = self._store_for(config)
-        return _Loaded(path, config, Decider(config, store, codec, self.clock), templates)
+        return _Loaded(
+            path,
+            config,
+            Decider(config, store, codec, self.clock),
+            RateLimiter(config, store, verifier, self.clock),
+            templates,
+        )
+
+    def _check_rate_limits(self, path: Path, config: Config, verifier: ClaimVerifier | None) -> None:
+        for i, rule in enumerate(config.rate_limits):
+            for field_name, key in (("key", rule.key), ("fallback", rule.fallback)):
+                if key is not None and key.startswith("jwt:") and verifier is None:
+                    raise ConfigError(f"{path}: rate_limits[{i}].{field_name}: {key} needs a `jwt:` section")
 
     def _check_host_matching(self, path: Path, config: Config) -> None:
         reverse = any(str(mode).startswith("reverse:") for mode in ctx.options.mode)
@@ -188,16 +207,51 @@ class WaitRoom:
             flow.response = http.Response.make(503, b"waitroom is not configured\n")
             return
         req = flow.request
+        host, path = normalize_host(req.host_header or req.host), normalize_path(req.path)
         try:
-            decision = await loaded.decider.decide(
-                normalize_host(req.host_header or req.host),
-                normalize_path(req.path),
-                req.cookies.get_all,
-            )
+            if loaded.decider.router.bypassed(path):
+                return
+            if loaded.limiter.rules:
+                limit = await loaded.limiter.decide(
+                    RequestFacts(host, path, req.method, _peer(flow), req.headers.get)
+                )
+                if self._limit(flow, limit):
+                    return  # refused or rerouted: no room admission is spent on it
+            decision = await loaded.decider.decide(host, path, req.cookies.get_all)
         except Exception:  # a bug must not become a traceback for the visitor or a hang
             log.exception("waitroom: decision failed; forwarding %s %s", req.method, req.path)
             return
         self._act(flow, loaded, decision)
+
+    def _limit(self, flow: http.HTTPFlow, limit: LimitDecision) -> bool:
+        """Apply a rate-limit decision; True when the request is answered or sent elsewhere."""
+        if limit.outcome is LimitOutcome.NONE:
+            return False
+        rule, result = limit.rule, limit.result
+        flow.metadata.setdefault(METADATA_KEY, {})["rate_limit"] = {
+            "outcome": limit.outcome.value,
+            "rule": rule.name if rule else None,
+            "shadow_limited": list(limit.shadow_limited),
+        }
+        if limit.shadow_limited:
+            log.info(
+                "waitroom: shadow rate limit %s would refuse %s",
+                ",".join(limit.shadow_limited),
+                flow.request.path,
+            )
+        if rule is None or result is None:
+            return False
+        if limit.outcome is LimitOutcome.LIMITED:
+            flow.response = _response(
+                limited_answer(rule=rule.name, limit=rule.limit, per=rule.per, retry_after=limit.retry_after)
+            )
+            return True
+        if limit.outcome is LimitOutcome.REROUTED and limit.upstream:
+            _reroute(flow, limit.upstream)
+            return True
+        headers = rate_limit_headers(rule.name, rule.limit, rule.per, result.remaining, result.reset_after)
+        flow.metadata[_EXTRA_HEADERS_KEY] = list(headers.items())
+        return False
 
     def _act(self, flow: http.HTTPFlow, loaded: _Loaded, decision: Decision) -> None:
         room = decision.room
@@ -232,9 +286,34 @@ class WaitRoom:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         cookie = flow.metadata.pop(_SET_COOKIE_KEY, None)
-        if cookie is not None and flow.response is not None:
+        extra = flow.metadata.pop(_EXTRA_HEADERS_KEY, ())
+        if flow.response is None:
+            return
+        if cookie is not None:
             flow.response.headers.add("Set-Cookie", cookie)
+        for name, value in extra:
+            flow.response.headers[name] = value
+
+
+def _reroute(flow: http.HTTPFlow, upstream: str) -> None:
+    """Send the request to another upstream (`action: upstream:URL`), keeping its path and query;
+    a path in URL is put in front of it. The Host header follows unless keep_host_header is set."""
+    target = urlsplit(upstream)
+    req = flow.request
+    original_host = req.host_header
+    req.scheme = target.scheme
+    req.host = target.hostname or req.host
+    req.port = target.port or (443 if target.scheme == "https" else 80)
+    if target.path not in ("", "/"):
+        req.path = target.path.rstrip("/") + req.path
+    if ctx.options.keep_host_header and original_host is not None:
+        req.host_header = original_host
 
 
 def _response(answer: Answer) -> http.Response:
     return http.Response.make(answer.status, answer.body, answer.headers)
+
+
+def _peer(flow: http.HTTPFlow) -> str:
+    peer = flow.client_conn.peername
+    return str(peer[0]) if peer else ""

@@ -181,7 +181,7 @@ _KEY = r"^(ip|global|header:[A-Za-z0-9-]+|jwt:[A-Za-z0-9_.-]+)$"
 
 
 class RateLimitConfig(_Model):
-    """Declared now so that files written for later versions validate; enforced by a later release."""
+    """A rule: at most `limit` requests per `per` for each key, across all replicas sharing a store."""
 
     name: str = Field(pattern=NAME_PATTERN)
     match: RateLimitMatch = RateLimitMatch()
@@ -193,7 +193,22 @@ class RateLimitConfig(_Model):
     burst: int | None = Field(None, ge=1)
     action: str = Field("reject", pattern=r"^(reject|delay|upstream:https?://\S+)$")
     max_delay: Duration = 1.0
+    """With `action: delay`, the longest a request is held before it is refused instead."""
     shadow: bool = False
+
+    @field_validator("per")
+    @classmethod
+    def _per_positive(cls, seconds: float) -> float:
+        if seconds < 0.001:
+            raise ValueError("must be at least 1ms")
+        return seconds
+
+    @field_validator("max_delay")
+    @classmethod
+    def _bounded_delay(cls, seconds: float) -> float:
+        if seconds > 30:
+            raise ValueError("must be at most 30s (a held request holds a connection)")
+        return seconds
 
 
 class JWTConfig(_Model):

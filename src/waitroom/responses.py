@@ -145,3 +145,33 @@ def set_cookie(name: str, token: str, max_age: int, secure: bool) -> str:
     if secure:
         parts.append("Secure")
     return "; ".join(parts)
+
+
+def rate_limit_headers(
+    rule: str, limit: int, per: float, remaining: int, reset_after: float
+) -> dict[str, str]:
+    """The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers): the policy (quota `q` per
+    window `w` seconds) and the current state (`r` remaining, `t` seconds until it resets)."""
+    return {
+        "RateLimit-Policy": f'"{rule}";q={limit};w={max(1, math.ceil(per))}',
+        "RateLimit": f'"{rule}";r={max(0, remaining)};t={max(0, math.ceil(reset_after))}',
+    }
+
+
+def limited_answer(*, rule: str, limit: int, per: float, retry_after: int) -> Answer:
+    """429 Too Many Requests as problem+json (RFC 9457), with Retry-After and the RateLimit fields."""
+    headers = {
+        "Retry-After": str(retry_after),
+        "Cache-Control": "no-store",
+        "Content-Type": "application/problem+json",
+        **rate_limit_headers(rule, limit, per, 0, retry_after),
+    }
+    problem = {
+        "type": "about:blank",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": f"Rate limit '{rule}' exceeded: {limit} requests per {per:g}s. Retry in {retry_after}s.",
+        "rule": rule,
+        "retry_after": retry_after,
+    }
+    return Answer(429, headers, json.dumps(problem).encode())

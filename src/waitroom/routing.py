@@ -75,9 +75,13 @@ class Router:
     def uses_host(self) -> bool:
         return any(room.match.host is not None for room in self._rooms)
 
+    def bypassed(self, path: str) -> bool:
+        """Under a bypass prefix: neither queued nor rate-limited."""
+        return any(covers(prefix, path) for prefix in self._bypass)
+
     def route(self, host: str, path: str) -> Route:
         """`host` as normalize_host gives it, `path` as normalize_path gives it."""
-        if any(covers(prefix, path) for prefix in self._bypass):
+        if self.bypassed(path):
             return BYPASS
         for room in self._rooms:
             if covers(room.match.path_prefix, path) and room.match.host in (None, host):

@@ -1,0 +1,285 @@
+"""Rate-limit decisions for one request, independent of mitmproxy.
+
+match rules → a key per rule (client IP, header, verified JWT claim, global; or the fallback) →
+the local "over limit until T" cache → one store round trip for all rules → allowed, limited,
+delayed or rerouted. Identities are hashed before they become store keys, so an API key or a token
+claim never appears in Redis, logs or metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from waitroom.claims import ClaimVerifier
+from waitroom.config import Config, RateLimitConfig, StoreErrorPolicy
+from waitroom.identity import client_ip
+from waitroom.routing import covers
+from waitroom.store import Clock, MemoryStore, Store, StoreError
+from waitroom.store.base import RateCheck, RateResult
+
+log = logging.getLogger(__name__)
+
+OVER_LIMIT_CACHE_SIZE = 100_000
+"""Clients remembered as over their limit; past this, expired entries are dropped first."""
+
+
+class LimitOutcome(StrEnum):
+    NONE = "none"
+    """No rule matched."""
+    ALLOWED = "allowed"
+    LIMITED = "limited"
+    SHADOW_LIMITED = "shadow_limited"
+    """A shadow rule would have refused; the request goes on."""
+    DELAYED = "delayed"
+    REROUTED = "rerouted"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the rules need to know about a request."""
+
+    host: str
+    path: str
+    method: str
+    peer: str
+    header: Callable[[str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitDecision:
+    outcome: LimitOutcome
+    rule: RateLimitConfig | None = None
+    """The rule that refused (or, when allowed, the one closest to its limit: its headers go out)."""
+    result: RateResult | None = None
+    upstream: str | None = None
+    delayed_for: float = 0.0
+    shadow_limited: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = field(default=())
+    """Rules whose key came from the fallback (e.g. a missing or invalid JWT), with the reason."""
+    degraded: StoreErrorPolicy | None = None
+    cached: bool = False
+    """Refused from the local over-limit cache, without asking the store."""
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.result.reset_after)) if self.result else 1
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:24]
+
+
+class RateLimiter:
+    def __init__(self, config: Config, store: Store, verifier: ClaimVerifier | None, clock: Clock) -> None:
+        self.config = config
+        self.rules = config.rate_limits
+        self.store = store
+        self.verifier = verifier
+        self.clock = clock
+        self._over: dict[tuple[str, str], float] = {}
+        self._local: MemoryStore | None = None
+
+    def matching(self, facts: RequestFacts) -> list[RateLimitConfig]:
+        return [
+            rule
+            for rule in self.rules
+            if covers(rule.match.path_prefix, facts.path)
+            and rule.match.host in (None, facts.host)
+            and (rule.match.methods is None or facts.method in rule.match.methods)
+        ]
+
+    def _identity(self, key: str, facts: RequestFacts) -> tuple[str | None, str]:
+        """(identity, reason): None when this key form has no value for the request."""
+        if key == "global":
+            return "*", "ok"
+        if key == "ip":
+            ip = client_ip(
+                self.config.client_ip,
+                peer=facts.peer,
+                forwarded_for=facts.header("X-Forwarded-For"),
+                header_value=facts.header(self.config.client_ip.header)
+                if self.config.client_ip.header
+                else None,
+            )
+            return ip, "ok"
+        kind, _, name = key.partition(":")
+        if kind == "header":
+            value = (facts.header(name) or "").strip()
+            return (value or None), ("ok" if value else "missing")
+        if self.verifier is None:
+            return None, "no_jwt_config"
+        auth = facts.header(self.verifier.config.header)
+        claim = self.verifier.claim(auth, name)
+        return claim.value, claim.reason
+
+    def checks(self, facts: RequestFacts) -> tuple[list[RateCheck], list[RateLimitConfig], list[str]]:
+        """The store's questions for every matching rule that has a key, and the fallbacks used."""
+        checks, rules, fallbacks = [], [], []
+        for rule in self.matching(facts):
+            identity, reason = self._identity(rule.key, facts)
+            key_form = rule.key
+            if identity is None and rule.fallback is not None:
+                fallbacks.append(f"{rule.name}:{reason}")
+                identity, _ = self._identity(rule.fallback, facts)
+                key_form = rule.fallback
+            if identity is None:
+                continue  # no key and no fallback: the rule does not apply to this request
+            checks.append(
+                RateCheck(
+                    rule=rule.name,
+                    key=_hash(f"{key_form}={identity}"),
+                    algorithm=rule.algorithm,
+                    limit=rule.limit,
+                    per=rule.per,
+                    burst=rule.burst,
+                    shadow=rule.shadow,
+                )
+            )
+            rules.append(rule)
+        return checks, rules, fallbacks
+
+    async def decide(self, facts: RequestFacts) -> LimitDecision:
+        checks, rules, fallbacks = self.checks(facts)
+        if not checks:
+            return LimitDecision(LimitOutcome.NONE, fallbacks=tuple(fallbacks))
+        cached = self._cached_refusal(checks, rules)
+        if cached is not None:
+            return cached
+        results, degraded = await self._hit(checks)
+        decision = self._judge(checks, rules, results, fallbacks, degraded)
+        if decision.outcome is LimitOutcome.LIMITED and decision.rule and decision.rule.action == "delay":
+            return await self._delay(facts, decision)
+        return decision
+
+    def _cached_refusal(self, checks: list[RateCheck], rules: list[RateLimitConfig]) -> LimitDecision | None:
+        now = self.clock()
+        for check, rule in zip(checks, rules, strict=True):
+            if check.shadow:
+                continue
+            until = self._over.get((check.rule, check.key))
+            if until is None:
+                continue
+            if until <= now:
+                del self._over[(check.rule, check.key)]
+                continue
+            result = RateResult(False, 0, until - now)
+            if rule.action == "delay":
+                return None  # a delayed request needs the store's word after its wait
+            return self._refusal(rule, result, (), None, cached=True)
+        return None
+
+    def _remember_over(self, check: RateCheck, result: RateResult) -> None:
+        if len(self._over) >= OVER_LIMIT_CACHE_SIZE:
+            now = self.clock()
+            self._over = {k: v for k, v in self._over.items() if v > now}
+            if len(self._over) >= OVER_LIMIT_CACHE_SIZE:
+                self._over.clear()
+        self._over[(check.rule, check.key)] = self.clock() + result.reset_after
+
+    async def _hit(self, checks: list[RateCheck]) -> tuple[list[RateResult], StoreErrorPolicy | None]:
+        try:
+            return await self.store.hit(checks), None
+        except StoreError as e:
+            policy = self.config.store.on_error
+            log.debug("store failed (%s); rate limits decided by on_error=%s", e, policy.value)
+        if policy is StoreErrorPolicy.OPEN:
+            return [RateResult(True, c.limit, 0.0) for c in checks], policy
+        if policy is StoreErrorPolicy.CLOSED:
+            return [RateResult(c.shadow, 0, c.per) for c in checks], policy
+        if self._local is None:
+            self._local = MemoryStore(self.clock)
+        replicas = self.config.store.replicas
+        local = [
+            RateCheck(c.rule, c.key, c.algorithm, max(1, c.limit // replicas), c.per, c.burst, c.shadow)
+            for c in checks
+        ]
+        return await self._local.hit(local), policy
+
+    def _judge(
+        self,
+        checks: list[RateCheck],
+        rules: list[RateLimitConfig],
+        results: list[RateResult],
+        fallbacks: list[str],
+        degraded: StoreErrorPolicy | None,
+    ) -> LimitDecision:
+        shadow = tuple(c.rule for c, r in zip(checks, results, strict=True) if c.shadow and not r.allowed)
+        for check, rule, result in zip(checks, rules, results, strict=True):
+            if not result.allowed and not check.shadow:
+                if rule.action != "delay":
+                    self._remember_over(check, result)
+                return self._refusal(rule, result, shadow, degraded, fallbacks=tuple(fallbacks))
+        # Allowed: the headers describe the enforcing rule closest to its limit.
+        enforcing = [(r, res) for c, r, res in zip(checks, rules, results, strict=True) if not c.shadow]
+        if not enforcing:
+            return LimitDecision(
+                LimitOutcome.SHADOW_LIMITED if shadow else LimitOutcome.ALLOWED,
+                shadow_limited=shadow,
+                fallbacks=tuple(fallbacks),
+                degraded=degraded,
+            )
+        rule, result = min(enforcing, key=lambda p: p[1].remaining)
+        outcome = LimitOutcome.SHADOW_LIMITED if shadow else LimitOutcome.ALLOWED
+        return LimitDecision(
+            outcome, rule, result, shadow_limited=shadow, fallbacks=tuple(fallbacks), degraded=degraded
+        )
+
+    def _refusal(
+        self,
+        rule: RateLimitConfig,
+        result: RateResult,
+        shadow: tuple[str, ...],
+        degraded: StoreErrorPolicy | None,
+        *,
+        cached: bool = False,
+        fallbacks: tuple[str, ...] = (),
+    ) -> LimitDecision:
+        if rule.action.startswith("upstream:"):
+            return LimitDecision(
+                LimitOutcome.REROUTED,
+                rule,
+                result,
+                upstream=rule.action.removeprefix("upstream:"),
+                shadow_limited=shadow,
+                fallbacks=fallbacks,
+                degraded=degraded,
+                cached=cached,
+            )
+        return LimitDecision(
+            LimitOutcome.LIMITED,
+            rule,
+            result,
+            shadow_limited=shadow,
+            fallbacks=fallbacks,
+            degraded=degraded,
+            cached=cached,
+        )
+
+    async def _delay(self, facts: RequestFacts, decision: LimitDecision) -> LimitDecision:
+        """Hold the request until the rule would allow it, if that is within `max_delay`; then ask
+        the store once more (others may have taken the slot meanwhile)."""
+        rule, result = decision.rule, decision.result
+        if rule is None or result is None or result.reset_after > rule.max_delay:
+            return decision
+        wait = result.reset_after
+        await asyncio.sleep(wait)  # bounded by max_delay, which the config caps at 30s
+        checks, rules, fallbacks = self.checks(facts)
+        results, degraded = await self._hit(checks)
+        again = self._judge(checks, rules, results, fallbacks, degraded)
+        if again.outcome in (LimitOutcome.ALLOWED, LimitOutcome.SHADOW_LIMITED):
+            return LimitDecision(
+                LimitOutcome.DELAYED,
+                again.rule,
+                again.result,
+                delayed_for=wait,
+                shadow_limited=again.shadow_limited,
+                fallbacks=again.fallbacks,
+                degraded=again.degraded,
+            )
+        return again
