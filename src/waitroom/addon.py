@@ -217,6 +217,8 @@ class WaitRoom:
                 )
                 if self._limit(flow, limit):
                     return  # refused or rerouted: no room admission is spent on it
+            if req.method == "OPTIONS":
+                return  # CORS preflights carry no cookies: queueing them would break the real request
             decision = await loaded.decider.decide(host, path, req.cookies.get_all)
         except Exception:  # a bug must not become a traceback for the visitor or a hang
             log.exception("waitroom: decision failed; forwarding %s %s", req.method, req.path)
