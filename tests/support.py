@@ -1,0 +1,312 @@
+"""Real processes for the tests: a local upstream, mitmdump, redis-server (single and cluster).
+
+Every wait is bounded and waits for an event (a port that answers, a PING), never a fixed sleep.
+Redis servers run on free ports in their own folders; the machine's own Redis is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    at: float
+
+
+@dataclass
+class Upstream:
+    """A real HTTP server that answers 200 to everything and records what reached it."""
+
+    name: str = "upstream"
+    seen: list[Seen] = field(default_factory=list)
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                with lock:
+                    outer.seen.append(Seen(self.command, self.path, dict(self.headers), time.monotonic()))
+                body = f"{outer.name} {self.command} {self.path}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def paths(self) -> list[str]:
+        return [s.path for s in self.seen]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Mitmdump:
+    """A real mitmdump in reverse mode with the waitroom addon."""
+
+    def __init__(
+        self,
+        upstream: str,
+        workdir: Path,
+        config: Path | None,
+        *,
+        env: dict[str, str] | None = None,
+        extra: list[str] | None = None,
+        scripts: list[str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.log_path = workdir / f"mitmdump-{self.port}.log"
+        args = [
+            MITMDUMP,
+            "--mode",
+            f"reverse:{upstream}",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(self.port),
+            "--set",
+            "connection_strategy=lazy",
+            "--set",
+            f"confdir={workdir / 'mitmproxy'}",
+        ]
+        for script in scripts or ["addons/waitroom.py"]:
+            args += ["-s", str(REPO / script)]
+        if config is not None:
+            args += ["--set", f"waitroom_config={config}"]
+        args += extra or []
+        full_env = {k: v for k, v in os.environ.items() if k != "WAITROOM_SECRET"}
+        full_env.update(env or {})
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30) -> Mitmdump:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mitmdump exited with {self.proc.returncode}:\n{self.log_text()}")
+            return port_open(self.port)
+
+        wait_for(ready, timeout, f"mitmdump on :{self.port}")
+        return self
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+class RedisServer:
+    """A real redis-server on a free port in its own folder; restartable on the same port."""
+
+    def __init__(self, workdir: Path, *, extra: list[str] | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server is not installed: run `make system-deps` (apt-get install redis-server)"
+            )
+        self.binary = binary
+        self.port = free_port()
+        self.dir = workdir / f"redis-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def args(self) -> list[str]:
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--logfile",
+            str(self.dir / "redis.log"),
+            *self.extra,
+        ]
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_for(self._pings, 20, f"redis-server on :{self.port}")
+
+    def _pings(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text(errors='replace')}")
+        with contextlib.suppress(redis.RedisError, OSError):
+            return bool(self.client().ping())
+        return False
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=1)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+class RedisCluster:
+    """Three masters joined with `redis-cli --cluster create`."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.nodes: list[RedisServer] = []
+        for _ in range(3):
+            port = _cluster_port()
+            node_dir = workdir / f"cluster-{port}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            server = RedisServer.__new__(RedisServer)
+            server.binary = shutil.which("redis-server") or "redis-server"
+            server.port, server.dir, server.proc = port, node_dir, None
+            server.extra = ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf")]
+            server.start()
+            self.nodes.append(server)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        wait_for(self._ok, 30, "cluster_state:ok", interval=0.1)
+
+    def _ok(self) -> bool:
+        return all(b"cluster_state:ok" in n.client().execute_command("CLUSTER", "INFO") for n in self.nodes)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 < 65536 and not port_open(port + 10000):
+            with contextlib.suppress(OSError), socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+                return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+@contextlib.contextmanager
+def running(*things: Mitmdump | RedisServer | RedisCluster | Upstream) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for thing in things:
+            if isinstance(thing, Upstream):
+                thing.close()
+            else:
+                thing.stop()
