@@ -40,7 +40,12 @@ def _b64encode(raw: bytes) -> str:
 
 
 def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # Base64 leaves unused bits in the last character: "…MA" and "…MB" can decode alike. Accept
+    # only the canonical spelling, so that a token that differs in any character is refused.
+    if _b64encode(raw) != text:
+        raise ValueError("non-canonical base64")
+    return raw
 
 
 def new_session_id() -> str:
