@@ -143,7 +143,7 @@ class WaitRoom:
 
     def _check_host_matching(self, path: Path, config: Config) -> None:
         reverse = any(str(mode).startswith("reverse:") for mode in ctx.options.mode)
-        if not reverse or ctx.options.keep_host_header:
+        if not reverse or getattr(ctx.options, "keep_host_header", False):
             return
         for i, room in enumerate(config.rooms):
             if room.match.host is not None:
@@ -308,7 +308,7 @@ def _reroute(flow: http.HTTPFlow, upstream: str) -> None:
     req.port = target.port or (443 if target.scheme == "https" else 80)
     if target.path not in ("", "/"):
         req.path = target.path.rstrip("/") + req.path
-    if ctx.options.keep_host_header and original_host is not None:
+    if getattr(ctx.options, "keep_host_header", False) and original_host is not None:
         req.host_header = original_host
 
 
