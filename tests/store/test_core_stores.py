@@ -1,0 +1,283 @@
+"""One suite for both stores, and the Redis store's behaviour when Redis fails or restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import RedisCluster, RedisServer
+from waitroom.config import parse_config
+from waitroom.decide import Decider, Outcome
+from waitroom.sessions import SessionCodec, keys_from_secret
+from waitroom.store import MemoryStore, RoomPolicy, Store, StoreError, open_store
+from waitroom.store.base import RateCheck
+from waitroom.store.guard import BreakerState, CircuitBreaker, GuardedStore
+from waitroom.store.redis import RedisStore, _hosts, client_from_url
+
+pytestmark = pytest.mark.e2e
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+_prefix = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store_and_clock(
+    request: pytest.FixtureRequest, shared_redis: RedisServer
+) -> AsyncIterator[tuple[Store, Clock]]:
+    clock = Clock()
+    store: Store
+    if request.param == "memory":
+        store = MemoryStore(clock)
+    else:
+        store = RedisStore(
+            client_from_url(shared_redis.url, 2.0), key_prefix=f"t{next(_prefix)}", clock=clock
+        )
+    yield store, clock
+    await store.close()
+
+
+async def test_contract_admit_block_expire(store_and_clock: tuple[Store, Clock]) -> None:
+    store, clock = store_and_clock
+    room = RoomPolicy("r", 3, 10.0, 2.0)
+    assert [(await store.admit(room, f"s{i}")).admitted for i in range(3)] == [True] * 3
+    started = await store.admit(room, "s3")
+    assert (started.admitted, started.block_started, started.blocked_for) == (False, True, 2.0)
+    clock.now += 1.5
+    during = await store.admit(room, "s4")
+    assert (during.admitted, during.block_started) == (False, False)
+    assert during.blocked_for == pytest.approx(0.5)
+    clock.now += 0.5  # the block is over; the window (10 s) is still full → a new block
+    assert (await store.admit(room, "s5")).block_started
+    clock.now += 10  # window slid past every admission
+    assert (await store.admit(room, "s6")).admitted
+    # The window's edge: an admission exactly one window old no longer counts.
+    edge = RoomPolicy("edge", 1, 5.0, 0.0)
+    assert (await store.admit(edge, "a")).admitted
+    clock.now += 4.999999
+    assert not (await store.admit(edge, "b")).admitted
+    clock.now += 0.000001
+    assert (await store.admit(edge, "c")).admitted
+
+
+async def test_contract_rooms_independent_and_live_limit(store_and_clock: tuple[Store, Clock]) -> None:
+    store, _ = store_and_clock
+    assert (await store.admit(RoomPolicy("a", 1, 60, 0), "x")).admitted
+    assert (await store.admit(RoomPolicy("b", 1, 60, 0), "y")).admitted
+    assert not (await store.admit(RoomPolicy("a", 1, 60, 0), "z")).admitted  # block_for 0: no block
+    assert (await store.admit(RoomPolicy("a", 2, 60, 0), "z")).admitted  # the limit raised at run time
+
+
+async def test_contract_rate_limits(store_and_clock: tuple[Store, Clock]) -> None:
+    store, clock = store_and_clock
+    total = RateCheck("total", "*", "sliding_log", 3, 1.0)
+    user = RateCheck("user", "u1", "gcra", 1, 1.0)
+    assert [r.allowed for r in await store.hit([total, user])] == [True, True]
+    assert [r.allowed for r in await store.hit([total, user])] == [True, False]
+    assert [r.allowed for r in await store.hit([total])] == [True]  # the refusal charged nothing:
+    assert [r.allowed for r in await store.hit([total])] == [True]  # 3 allowed in all, then full
+    assert [r.allowed for r in await store.hit([total])] == [False]
+    clock.now += 1.0
+    results = await store.hit([total, user])
+    assert [r.allowed for r in results] == [True, True]
+    assert results[0].remaining == 2
+
+
+async def test_differential_random_sequences(shared_redis: RedisServer) -> None:
+    algorithms = ["sliding_window", "sliding_log", "gcra"]
+    for seed in range(25):
+        rnd = random.Random(seed)
+        clock = Clock()
+        memory = MemoryStore(clock)
+        redis_store = RedisStore(
+            client_from_url(shared_redis.url, 2.0), key_prefix=f"d{seed}-{time.time()}", clock=clock
+        )
+        room = RoomPolicy("r", rnd.randint(1, 4), rnd.choice([0.5, 1.0, 2.0]), rnd.choice([0.0, 0.5, 1.0]))
+        rules = [
+            RateCheck(
+                "g",
+                "*",
+                rnd.choice(algorithms),
+                rnd.randint(1, 6),
+                rnd.choice([0.3, 1.0, 2.5]),
+                rnd.choice([None, 2]),
+                rnd.random() < 0.2,
+            ),
+            RateCheck("u", "k", rnd.choice(algorithms), rnd.randint(1, 4), rnd.choice([0.7, 1.0])),
+        ]
+        for step in range(120):
+            clock.now += rnd.choice([0.0, 0.001, 0.05, 0.1, 0.2, 0.7, 1.3])
+            checks = rules if rnd.random() < 0.7 else rules[:1]
+            a, b = await memory.admit(room, f"s{step}"), await redis_store.admit(room, f"s{step}")
+            assert (a.admitted, a.block_started, round(a.blocked_for, 6)) == (
+                b.admitted,
+                b.block_started,
+                round(b.blocked_for, 6),
+            ), (seed, step)
+            ha, hb = await memory.hit(checks), await redis_store.hit(checks)
+            assert [(r.allowed, r.remaining, round(r.reset_after, 6)) for r in ha] == [
+                (r.allowed, r.remaining, round(r.reset_after, 6)) for r in hb
+            ], (seed, step)
+        await redis_store.close()
+
+
+async def test_server_time_is_used_without_an_injected_clock(shared_redis: RedisServer) -> None:
+    store = RedisStore(client_from_url(shared_redis.url, 2.0), key_prefix=f"srv{time.time()}")
+    room = RoomPolicy("r", 2, 60, 30)
+    decisions = [await store.admit(room, f"s{i}") for i in range(3)]
+    assert [d.admitted for d in decisions] == [True, True, False]
+    assert abs(decisions[0].now - time.time()) < 5
+    assert decisions[2].blocked_for == pytest.approx(30, abs=0.1)
+    await store.close()
+
+
+async def test_keys_share_one_slot_and_carry_the_prefix(shared_redis: RedisServer) -> None:
+    store = RedisStore(client_from_url(shared_redis.url, 2.0), key_prefix="deploy-a")
+    await store.admit(RoomPolicy("shop", 1, 60, 30), "s")
+    await store.admit(RoomPolicy("shop", 1, 60, 30), "t")
+    keys = sorted(k.decode() for k in shared_redis.client().keys("deploy-a:*"))
+    assert keys == ["deploy-a:{room:shop}:blocked", "deploy-a:{room:shop}:log"]
+    assert all(shared_redis.client().pttl(k) > 0 for k in keys), "idle keys must expire by themselves"
+    await store.close()
+
+
+def guarded(url: str, timeout: float = 0.05, failures: int = 3, cool_down: float = 0.5) -> GuardedStore:
+    return GuardedStore(
+        RedisStore(client_from_url(url, timeout)), timeout, CircuitBreaker(failures, cool_down)
+    )
+
+
+async def test_killed_redis_fails_fast_then_the_breaker_skips_it_and_recovers(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    store = guarded(server.url)
+    room = RoomPolicy("r", 100, 60, 10)
+    try:
+        assert (await store.admit(room, "a")).admitted
+        server.kill()
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(StoreError):
+                await store.admit(room, "b")
+            assert time.monotonic() - started < 0.05 + 0.5
+        assert store.breaker.state is BreakerState.OPEN
+        with pytest.raises(StoreError, match="circuit open"):
+            await store.admit(room, "c")
+        server.start()  # same port, empty, no scripts loaded (NOSCRIPT → reloaded by the client)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                assert (await store.admit(room, "d")).admitted
+                break
+            except StoreError:
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the store did not come back after Redis restarted")
+        assert store.breaker.state is BreakerState.CLOSED
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_slow_redis_times_out_instead_of_hanging(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    store = guarded(server.url, timeout=0.05)
+    try:
+        assert (await store.admit(RoomPolicy("r", 10, 60, 10), "warm")).admitted
+        # Redis stops answering every client for 1.5 s (it returns at once to the one that asks).
+        server.client().execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        started = time.monotonic()
+        with pytest.raises(StoreError):
+            await store.admit(RoomPolicy("r", 10, 60, 10), "slow")
+        assert time.monotonic() - started < 0.05 + 0.3
+    finally:
+        server.client().execute_command("CLIENT", "UNPAUSE")
+        await store.close()
+        server.stop()
+
+
+def test_breaker_logic_with_a_fake_clock() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(2, 5.0, clock=lambda: now[0])
+    assert breaker.allow()
+    breaker.failed()
+    assert breaker.state is BreakerState.CLOSED
+    breaker.failed()
+    assert breaker.state is BreakerState.OPEN
+    assert not breaker.allow()
+    now[0] = 5.0
+    assert breaker.allow()  # one probe
+    assert not breaker.allow()  # and only one
+    breaker.failed()
+    assert breaker.state is BreakerState.OPEN
+    now[0] = 10.0
+    assert breaker.allow()
+    breaker.succeeded()
+    assert breaker.state is BreakerState.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("open", [True] * 4), ("closed", [False] * 4), ("local", [True, True, False, False])],
+)
+async def test_failure_policy(tmp_path: Path, policy: str, expected: list[bool]) -> None:
+    config = parse_config(
+        {
+            "store": {"url": "redis://127.0.0.1:1/0", "on_error": policy, "replicas": 4},
+            "rooms": [{"name": "r", "new_sessions": 10, "block_for": "5s"}],
+        }
+    )
+    codec = SessionCodec(keys_from_secret("policy-test-secret-0123"), 600)
+    decider = Decider(config, open_store(config.store), codec, time.time)
+    decisions = [await decider.decide("h", "/", lambda _name: []) for _ in range(4)]
+    assert [d.outcome is Outcome.ADMITTED for d in decisions] == expected
+    assert all(d.degraded is not None and d.degraded.value == policy for d in decisions)
+    await decider.store.close()
+
+
+async def test_cluster(tmp_path: Path) -> None:
+    cluster = RedisCluster(tmp_path)
+    try:
+        store = RedisStore(client_from_url(cluster.url, 2.0), key_prefix="c")
+        room = RoomPolicy("shop", 2, 60, 10)
+        assert [(await store.admit(room, f"s{i}")).admitted for i in range(3)] == [True, True, False]
+        slots = {cluster.nodes[0].client().cluster("KEYSLOT", k) for k in store.room_keys("shop")}
+        assert len(slots) == 1
+        checks = [
+            RateCheck("total", "*", "sliding_log", 5, 1.0),
+            RateCheck("user", "u", "sliding_log", 1, 1.0),
+        ]
+        assert [r.allowed for r in await store.hit(checks)] == [True, True]
+        assert [r.allowed for r in await store.hit(checks)][1] is False
+        await store.close()
+    finally:
+        cluster.stop()
+
+
+def test_url_forms() -> None:
+    assert _hosts("u:p%40ss@h1:1,[::1]:2,h3", 6379) == ("u", "p@ss", [("h1", 1), ("::1", 2), ("h3", 6379)])
+    assert _hosts(":pw@h", 26379) == (None, "pw", [("h", 26379)])
+    with pytest.raises(ValueError, match="name the service"):
+        client_from_url("redis+sentinel://h:26379", 0.05)
+    make: Callable[[str], Any] = lambda url: client_from_url(url, 0.05)  # noqa: E731
+    assert type(make("redis+cluster://127.0.0.1:7000")).__name__ == "RedisCluster"
+    assert type(make("rediss://127.0.0.1:6380/0")).__name__ == "Redis"
