@@ -1,0 +1,91 @@
+"""Many proxy replicas sharing one Redis: one exact window, and no outage when Redis fails."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SECRET, StartProxy
+from tests.support import RedisCluster, RedisServer, Upstream, wait_for
+
+pytestmark = pytest.mark.e2e
+ENV = {"WAITROOM_SECRET": SECRET}
+
+
+def config(url: str, new_sessions: int = 5, on_error: str = "closed", timeout: str = "50ms") -> str:
+    return f"""
+store:
+  url: "{url}"
+  timeout: {timeout}
+  on_error: {on_error}
+  replicas: 4
+  breaker: {{failures: 3, cool_down: 500ms}}
+rooms:
+  - {{name: shop, match: {{path_prefix: /}}, new_sessions: {new_sessions}, window: 60s, block_for: 60s}}
+"""
+
+
+def burst(urls: list[str], visitors: int) -> list[int]:
+    """`visitors` new visitors at once, spread over the replicas; each one request, no cookies."""
+
+    def visit(i: int) -> int:
+        return httpx.get(f"{urls[i % len(urls)]}/page", timeout=10).status_code
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        return list(pool.map(visit, range(visitors)))
+
+
+def test_four_replicas_admit_exactly_new_sessions(
+    start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
+) -> None:
+    proxies = [start_proxy(config(redis_server.url), upstream.url, env=ENV) for _ in range(4)]
+    statuses = burst([p.url for p in proxies], 80)
+    assert statuses.count(200) == 5
+    assert statuses.count(503) == 75
+    assert len(upstream.seen) == 5
+
+
+def test_four_replicas_on_a_cluster(start_proxy: StartProxy, upstream: Upstream, tmp_path: Path) -> None:
+    cluster = RedisCluster(tmp_path / "cluster")
+    try:
+        proxies = [start_proxy(config(cluster.url, timeout="500ms"), upstream.url, env=ENV) for _ in range(4)]
+        statuses = burst([p.url for p in proxies], 60)
+        assert statuses.count(200) == 5
+        assert statuses.count(503) == 55
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize(("policy", "during"), [("closed", {503}), ("open", {200}), ("local", {200, 503})])
+def test_redis_killed_under_load_then_restarted(
+    start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer, policy: str, during: set[int]
+) -> None:
+    proxy = start_proxy(config(redis_server.url, new_sessions=1000, on_error=policy), upstream.url, env=ENV)
+    session = httpx.Client(base_url=proxy.url, timeout=10)
+    assert session.get("/page").status_code == 200  # a visitor with a session before the failure
+
+    redis_server.kill()
+    statuses, slowest = [], 0.0
+    for _ in range(40):  # new visitors while Redis is gone
+        started = time.monotonic()
+        statuses.append(httpx.get(f"{proxy.url}/page", timeout=10).status_code)
+        slowest = max(slowest, time.monotonic() - started)
+    assert set(statuses) <= during, statuses
+    if policy == "local":  # each replica's share: 1000 // 4 = 250, so all 40 are admitted here
+        assert set(statuses) == {200}
+    assert slowest < 0.05 + 0.45, "no request may wait much longer than store.timeout"
+    assert session.get("/page").status_code == 200, "sessions never depend on the store"
+
+    redis_server.start()  # empty, scripts gone
+
+    def recovered() -> bool:
+        # The restarted Redis holds the room's log again: the store, not the fallback, decided.
+        status = httpx.get(f"{proxy.url}/page", timeout=10).status_code
+        return status == 200 and redis_server.client().exists("waitroom:{room:shop}:log") == 1
+
+    wait_for(recovered, 15, "the proxy to use the restarted Redis", interval=0.1)
+    assert "Traceback" not in proxy.log_text()
