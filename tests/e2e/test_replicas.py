@@ -42,17 +42,29 @@ def burst(urls: list[str], visitors: int) -> list[int]:
 def test_four_replicas_admit_exactly_new_sessions(
     start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
 ) -> None:
-    proxies = [start_proxy(config(redis_server.url), upstream.url, env=ENV) for _ in range(4)]
+    # A generous timeout: this is about exactness (a timed-out call is the policy's, and fewer get in).
+    proxies = [start_proxy(config(redis_server.url, timeout="2s"), upstream.url, env=ENV) for _ in range(4)]
     statuses = burst([p.url for p in proxies], 80)
     assert statuses.count(200) == 5
     assert statuses.count(503) == 75
     assert len(upstream.seen) == 5
 
 
+def test_a_tight_timeout_under_a_burst_never_over_admits(
+    start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
+) -> None:
+    """Store calls that time out are decided by the policy (`closed`): fewer admissions, never more."""
+    proxies = [start_proxy(config(redis_server.url, timeout="5ms"), upstream.url, env=ENV) for _ in range(2)]
+    for _ in range(3):
+        assert set(burst([p.url for p in proxies], 60)) <= {200, 503}
+    recorded = redis_server.client().zcard("waitroom:{room:shop}:log")
+    assert len(upstream.seen) <= recorded <= 5
+
+
 def test_four_replicas_on_a_cluster(start_proxy: StartProxy, upstream: Upstream, tmp_path: Path) -> None:
     cluster = RedisCluster(tmp_path / "cluster")
     try:
-        proxies = [start_proxy(config(cluster.url, timeout="500ms"), upstream.url, env=ENV) for _ in range(4)]
+        proxies = [start_proxy(config(cluster.url, timeout="2s"), upstream.url, env=ENV) for _ in range(4)]
         statuses = burst([p.url for p in proxies], 60)
         assert statuses.count(200) == 5
         assert statuses.count(503) == 55

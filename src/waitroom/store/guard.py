@@ -90,7 +90,7 @@ class GuardedStore:
         try:
             async with asyncio.timeout(self.timeout):
                 result = await call
-        except (StoreError, TimeoutError, OSError) as e:
+        except Exception as e:  # any failure of the store (even a client library bug) is the policy's case
             self.breaker.failed()
             raise StoreError(str(e) or type(e).__name__) from e
         except BaseException:

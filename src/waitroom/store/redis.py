@@ -21,7 +21,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
@@ -59,6 +61,10 @@ def client_from_url(url: str, timeout: float) -> Any:
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "decode_responses": False,
+        # Never retry: an admission that timed out may have run on the server, and running it again
+        # records a second admission (redis-py retries timeouts by default). A failure goes to the
+        # failure policy instead, once, within store.timeout.
+        "retry": Retry(NoBackoff(), 0),
     }
     parts = urlsplit(url)
     if parts.scheme in ("redis", "rediss"):
