@@ -1,0 +1,263 @@
+"""The rate-limit engine: rules, keys, fallbacks, the over-limit cache, policies and actions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from waitroom.claims import ClaimVerifier
+from waitroom.config import ConfigError, JWTConfig, parse_config
+from waitroom.limits import LimitOutcome, RateLimiter, RequestFacts
+from waitroom.store import MemoryStore, StoreError
+from waitroom.store.base import RateCheck, RateResult
+
+HS_SECRET = "jwt-hs-secret-0123456789abcdef0123"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingStore(MemoryStore):
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.calls: list[Sequence[RateCheck]] = []
+
+    async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:
+        self.calls.append(checks)
+        return await super().hit(checks)
+
+
+class FailingStore(MemoryStore):
+    async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:
+        raise StoreError("down")
+
+
+def facts(path: str = "/api/x", method: str = "GET", peer: str = "10.0.0.1", **headers: str) -> RequestFacts:
+    lower = {k.replace("_", "-").lower(): v for k, v in headers.items()}
+    return RequestFacts("example.com", path, method, peer, lambda name: lower.get(name.lower()))
+
+
+def limiter(
+    rules: list[dict[str, Any]], clock: Clock, backend: MemoryStore | None = None, **extra: Any
+) -> RateLimiter:
+    config = parse_config({"rate_limits": rules, **extra})
+    verifier = ClaimVerifier(config.jwt, {"WAITROOM_JWT_SECRET": HS_SECRET}) if config.jwt else None
+    return RateLimiter(config, backend or MemoryStore(clock), verifier, clock)
+
+
+async def test_matching_by_prefix_host_and_method() -> None:
+    clock = Clock()
+    rl = limiter(
+        [
+            {
+                "name": "r",
+                "limit": 1,
+                "match": {"path_prefix": "/api", "methods": ["post"], "host": "example.com"},
+            }
+        ],
+        clock,
+    )
+    assert (await rl.decide(facts(method="GET"))).outcome is LimitOutcome.NONE
+    assert (await rl.decide(facts(path="/other", method="POST"))).outcome is LimitOutcome.NONE
+    assert (await rl.decide(facts(method="POST"))).outcome is LimitOutcome.ALLOWED
+    assert (await rl.decide(facts(method="POST"))).outcome is LimitOutcome.LIMITED
+
+
+async def test_header_key_fallback_and_hashing() -> None:
+    clock = Clock()
+    rl = limiter([{"name": "k", "key": "header:X-Api-Key", "fallback": "ip", "limit": 1}], clock)
+    checks, _, fallbacks = rl.checks(facts(X_Api_Key="super-secret-key"))
+    assert "super-secret-key" not in checks[0].key
+    assert fallbacks == []
+    assert (await rl.decide(facts(X_Api_Key="a"))).outcome is LimitOutcome.ALLOWED
+    assert (await rl.decide(facts(X_Api_Key="b"))).outcome is LimitOutcome.ALLOWED  # another bucket
+    assert (await rl.decide(facts(X_Api_Key="a"))).outcome is LimitOutcome.LIMITED
+    missing = await rl.decide(facts())
+    assert missing.outcome is LimitOutcome.ALLOWED
+    assert missing.fallbacks == ("k:missing",)
+    assert (await rl.decide(facts())).outcome is LimitOutcome.LIMITED  # the IP bucket is full now
+    without = limiter([{"name": "k", "key": "header:X-Api-Key", "limit": 1}], clock)
+    assert (await without.decide(facts())).outcome is LimitOutcome.NONE  # no key, no fallback
+
+
+async def test_the_over_limit_cache_spares_the_store() -> None:
+    clock = Clock()
+    store = CountingStore(clock)
+    rl = limiter([{"name": "g", "key": "global", "limit": 1, "per": "1s"}], clock, store)
+    assert (await rl.decide(facts())).outcome is LimitOutcome.ALLOWED
+    limited = await rl.decide(facts())
+    assert limited.outcome is LimitOutcome.LIMITED
+    assert not limited.cached
+    calls = len(store.calls)
+    for _ in range(5):
+        again = await rl.decide(facts())
+        assert again.outcome is LimitOutcome.LIMITED
+        assert again.cached
+    assert len(store.calls) == calls
+    # sliding_window: one request at the start of a window weighs on the next one too; the cache
+    # keeps the store's own answer (2 s here) and lets the client through when it is up.
+    assert limited.result is not None
+    clock.now += limited.result.reset_after
+    assert (await rl.decide(facts())).outcome is LimitOutcome.ALLOWED
+    assert len(store.calls) == calls + 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome"), [("open", LimitOutcome.ALLOWED), ("closed", LimitOutcome.LIMITED)]
+)
+async def test_failure_policy(policy: str, outcome: LimitOutcome) -> None:
+    clock = Clock()
+    rl = limiter(
+        [{"name": "g", "key": "global", "limit": 8}], clock, FailingStore(clock), store={"on_error": policy}
+    )
+    decision = await rl.decide(facts())
+    assert decision.outcome is outcome
+    assert decision.degraded is not None
+
+
+async def test_local_policy_divides_by_replicas() -> None:
+    clock = Clock()
+    rl = limiter(
+        [{"name": "g", "key": "global", "limit": 8}],
+        clock,
+        FailingStore(clock),
+        store={"on_error": "local", "replicas": 4},
+    )
+    outcomes = [(await rl.decide(facts())).outcome for _ in range(3)]
+    assert outcomes == [LimitOutcome.ALLOWED, LimitOutcome.ALLOWED, LimitOutcome.LIMITED]
+
+
+async def test_delay_reroute_and_shadow() -> None:
+    clock = Clock()
+    delay = limiter(
+        [{"name": "d", "key": "global", "limit": 1, "per": "200ms", "action": "delay", "max_delay": "1s"}],
+        Clock(),
+    )
+    assert (await delay.decide(facts())).outcome is LimitOutcome.ALLOWED
+    real = RateLimiter(delay.config, MemoryStore(time.time), None, time.time)
+    await real.decide(facts())
+    started = time.monotonic()
+    delayed = await real.decide(facts())
+    assert delayed.outcome is LimitOutcome.DELAYED
+    assert 0.1 < time.monotonic() - started < 1.0
+    too_long = limiter(
+        [{"name": "d", "key": "global", "limit": 1, "per": "10s", "action": "delay", "max_delay": "1s"}],
+        clock,
+    )
+    await too_long.decide(facts())
+    assert (await too_long.decide(facts())).outcome is LimitOutcome.LIMITED
+
+    reroute = limiter(
+        [{"name": "heavy", "key": "ip", "limit": 1, "action": "upstream:http://slow:8080"}], clock
+    )
+    await reroute.decide(facts())
+    rerouted = await reroute.decide(facts())
+    assert rerouted.outcome is LimitOutcome.REROUTED
+    assert rerouted.upstream == "http://slow:8080"
+
+    shadow = limiter([{"name": "s", "key": "global", "limit": 1, "shadow": True}], clock)
+    await shadow.decide(facts())
+    for _ in range(3):
+        decision = await shadow.decide(facts())
+        assert decision.outcome is LimitOutcome.SHADOW_LIMITED
+        assert decision.shadow_limited == ("s",)
+
+
+# --- JWT ---------------------------------------------------------------------------------------
+
+
+def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def test_jwt_claims(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    pem = tmp_path / "rsa.pem"
+    pem.write_bytes(_pem(rsa_key))
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    jwks = tmp_path / "jwks.json"
+    jwk = pyjwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True)
+    jwk["kid"] = "ec1"
+    jwks.write_text(__import__("json").dumps({"keys": [jwk]}))
+    now = time.time()
+    hs = ClaimVerifier(
+        JWTConfig(algorithms=["HS256"], audience="api", issuer="me", leeway=5),
+        {"WAITROOM_JWT_SECRET": HS_SECRET},
+    )
+    rs = ClaimVerifier(JWTConfig(algorithms=["RS256"], public_key_file=pem), {})
+    es = ClaimVerifier(JWTConfig(algorithms=["ES256"], jwks_file=jwks), {})
+    good = {"company_id": "acme", "aud": "api", "iss": "me", "exp": now + 60}
+    assert hs.claim("Bearer " + pyjwt.encode(good, HS_SECRET, "HS256"), "company_id").value == "acme"
+    assert rs.claim(pyjwt.encode({"company_id": 7}, rsa_key, "RS256"), "company_id").value == "7"
+    es_token = pyjwt.encode({"company_id": "ec"}, ec_key, "ES256", headers={"kid": "ec1"})
+    assert es.claim(es_token, "company_id").value == "ec"
+
+    def reason(verifier: ClaimVerifier, token: str | None) -> str:
+        result = verifier.claim(token, "company_id")
+        assert result.value is None
+        return result.reason
+
+    assert reason(hs, pyjwt.encode({**good, "exp": now - 60}, HS_SECRET, "HS256")) == "expired"
+    assert reason(hs, pyjwt.encode({**good, "nbf": now + 60}, HS_SECRET, "HS256")) == "invalid"
+    assert reason(hs, pyjwt.encode({**good, "aud": "other"}, HS_SECRET, "HS256")) == "invalid"
+    assert reason(hs, pyjwt.encode(good, "wrong-secret-0123456789abcdef01", "HS256")) == "signature"
+    assert reason(hs, pyjwt.encode(good, None, "none")) == "algorithm"
+    assert reason(rs, pyjwt.encode(good, HS_SECRET, "HS256")) == "algorithm"  # not on the allow-list
+    # Algorithm confusion: an HS256 token whose HMAC key is the RSA public key.
+    both = ClaimVerifier(
+        JWTConfig(algorithms=["HS256", "RS256"], public_key_file=pem), {"WAITROOM_JWT_SECRET": HS_SECRET}
+    )
+    forged = pyjwt.api_jws.PyJWS().encode(b'{"company_id":"evil"}', b"x", "HS256")  # placeholder shape
+    header, payload, _ = forged.split(".")
+    import base64, hashlib, hmac  # noqa: E401, I001
+
+    sig = hmac.new(_pem(rsa_key), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    confused = f"{header}.{payload}." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
+    assert reason(both, confused) == "signature"
+    assert reason(hs, "garbage") == "malformed"
+    assert reason(hs, "a." * 5000) == "malformed"
+    assert reason(hs, None) == "missing"
+    assert reason(hs, pyjwt.encode({"aud": "api", "iss": "me"}, HS_SECRET, "HS256")) == "claim"
+
+
+def test_jwt_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"jwt\.public_key_file: cannot read"):
+        ClaimVerifier(JWTConfig(algorithms=["RS256"], public_key_file=tmp_path / "missing.pem"), {})
+    with pytest.raises(ConfigError, match=r"jwt\.secret_env"):
+        ClaimVerifier(JWTConfig(algorithms=["HS256"]), {})
+
+
+async def test_jwt_keys_fall_back_to_ip() -> None:
+    clock = Clock()
+    rl = limiter(
+        [{"name": "co", "key": "jwt:company_id", "fallback": "ip", "limit": 1}],
+        clock,
+        jwt={"algorithms": ["HS256"]},
+    )
+    token = pyjwt.encode({"company_id": "acme"}, HS_SECRET, "HS256")
+    assert (await rl.decide(facts(Authorization=f"Bearer {token}"))).outcome is LimitOutcome.ALLOWED
+    assert (
+        await rl.decide(facts(Authorization=f"Bearer {token}", peer="10.9.9.9"))
+    ).outcome is LimitOutcome.LIMITED
+    expired = pyjwt.encode({"company_id": "acme", "exp": 1}, HS_SECRET, "HS256")
+    fell_back = await rl.decide(facts(Authorization=f"Bearer {expired}"))
+    assert fell_back.outcome is LimitOutcome.ALLOWED  # counted per IP, not as acme
+    assert fell_back.fallbacks == ("co:expired",)
