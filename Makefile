@@ -4,7 +4,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 PORT  ?= 8080
 # Debian packages the tests drive: `command package` pairs, installed only when the command is missing.
-SYSTEM_DEPS := redis-server redis-server curl curl
+SYSTEM_DEPS := redis-server redis-server redis-cli redis-tools curl curl
 
 .PHONY: setup system-deps run test lint typecheck unit e2e clean
 
