@@ -6,7 +6,7 @@ PORT  ?= 8080
 # Debian packages the tests drive: `command package` pairs, installed only when the command is missing.
 SYSTEM_DEPS := redis-server redis-server redis-cli redis-tools curl curl
 
-.PHONY: setup system-deps run test lint typecheck unit e2e clean
+.PHONY: setup system-deps run load test lint typecheck unit e2e clean
 
 setup: $(VENV)/.installed
 
@@ -23,13 +23,20 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	@scripts/apt-install $(SYSTEM_DEPS)
 
-# The demo: the wait room on :$(PORT) in front of a demo service, embedded store, nothing else to run.
+# The demo: the wait room on :$(PORT) in front of the request counter, in one process, embedded
+# store, nothing else to run. The counter answers everything, so the upstream (port 9) is never used.
 run: setup
-	@echo "waitroom on http://localhost:$(PORT)/ — the demo room admits 5 new visitors a minute (Ctrl-C stops)"
+	@echo "waitroom on http://localhost:$(PORT)/ — the request counter behind a room that admits 5 new visitors a minute (Ctrl-C stops)"
 	$(BIN)/mitmdump --mode reverse:http://127.0.0.1:9 --listen-port $(PORT) \
-	  --set connection_strategy=lazy \
+	  --set connection_strategy=lazy --set body_size_limit=1m \
 	  -s addons/waitroom.py --set waitroom_config=config/waitroom.yaml \
-	  -s addons/demo.py
+	  -s addons/counter.py
+
+# A real load against the whole stack on this machine (Locust, headless); see bench/load.py.
+# make load LOAD_ARGS="--users 200 --duration 1m --store redis"
+LOAD_ARGS ?=
+load: setup system-deps
+	$(BIN)/python bench/load.py $(LOAD_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -159,10 +159,15 @@ def test_a_missing_config_file_stops_the_start(start_proxy: StartProxy, tmp_path
     assert "Traceback" not in proxy.log_text()
 
 
-def test_the_shipped_config_serves_the_demo_room_with_the_demo_service(start_proxy: StartProxy) -> None:
-    proxy = start_proxy(None, scripts=["addons/waitroom.py", "addons/demo.py"])
-    statuses = [client(proxy.url).get("/").status_code for _ in range(6)]
-    assert statuses == [200] * 5 + [503]
+def test_the_shipped_config_serves_the_counter_behind_the_demo_room(start_proxy: StartProxy) -> None:
+    """What `make run` starts: the wait room and the counter in one process, the shipped config."""
+    proxy = start_proxy(None, scripts=["addons/waitroom.py", "addons/counter.py"])
+    answers = [client(proxy.url).put(f"/demo/{i}") for i in range(6)]
+    assert [a.status_code for a in answers] == [200] * 5 + [503]
+    assert answers[0].json() == {"path": "/demo/0", "count": 1}
+    assert "Waitroom" in answers[5].text or "wait" in answers[5].text.lower()
+    admitted = httpx.Client(base_url=proxy.url, cookies=answers[1].cookies, timeout=10)
+    assert admitted.get("/").json() == {"total": 5}  # the 6th PUT waited: never counted
     assert "WAITROOM_SECRET is not set" in proxy.log_text()
 
 

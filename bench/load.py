@@ -1,0 +1,189 @@
+"""`make load`: start the whole stack on this machine, drive it with Locust, print what happened.
+
+    python bench/load.py [--users 50] [--spawn-rate 10] [--duration 20s] [--store memory|redis]
+                         [--config bench/load.yaml]
+
+Starts mitmdump with the wait room and the request counter in one process on a free loopback port
+(with --store redis, a private redis-server on another free port first: never the machine's own),
+runs Locust headless against it for the duration, prints Locust's table and percentiles and the
+waitroom outcome summary, then stops everything. The exit status is Locust's (non-zero on failures).
+
+Against a deployment, run Locust directly (see bench/locustfile.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"load: {what} exited with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"load: {what} did not listen on :{port} within {timeout:.0f}s")
+
+
+@contextmanager
+def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
+def seconds(text: str) -> int:
+    match = re.fullmatch(r"(\d+)(s|m)?", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 20s or 2m)")
+    return int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--spawn-rate", type=int, default=10)
+    parser.add_argument("--duration", type=seconds, default=20)
+    parser.add_argument("--store", choices=["memory", "redis"], default="memory")
+    parser.add_argument("--config", type=Path, default=REPO / "bench" / "load.yaml")
+    options = parser.parse_args()
+
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="waitroom-load-")))
+        config = options.config.read_text()
+        env = dict(os.environ)
+        if options.store == "redis":
+            redis_server = shutil.which("redis-server")
+            if redis_server is None:
+                raise SystemExit("load: --store redis needs redis-server (make system-deps)")
+            redis_port = free_port()
+            redis = stack.enter_context(
+                process(
+                    [
+                        redis_server,
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(work),
+                    ],
+                    work / "redis.log",
+                )
+            )
+            wait_for_port(redis_port, redis, "redis-server")
+            config = config.replace("url: memory://", f"url: redis://127.0.0.1:{redis_port}/0")
+            env["WAITROOM_SECRET"] = env.get("WAITROOM_SECRET") or os.urandom(32).hex()
+        (work / "waitroom.yaml").write_text(config)
+        port = free_port()
+        proxy = stack.enter_context(
+            process(
+                [
+                    str(BIN / "mitmdump"),
+                    "--mode",
+                    "reverse:http://127.0.0.1:9",
+                    "--listen-host",
+                    "127.0.0.1",
+                    "--listen-port",
+                    str(port),
+                    "--set",
+                    "connection_strategy=lazy",
+                    "--set",
+                    "body_size_limit=1m",
+                    "--set",
+                    f"confdir={work / 'mitmproxy'}",
+                    "--set",
+                    "termlog_verbosity=warn",
+                    "-s",
+                    "addons/waitroom.py",
+                    "--set",
+                    f"waitroom_config={work / 'waitroom.yaml'}",
+                    "-s",
+                    "addons/counter.py",
+                ],
+                work / "mitmdump.log",
+                env,
+            )
+        )
+        wait_for_port(port, proxy, "mitmdump")
+        print(
+            f"load: {options.users} visitors for {options.duration}s against waitroom + counter "
+            f"on :{port} ({options.store} store)",
+            flush=True,
+        )
+        locust = [
+            str(BIN / "locust"),
+            "-f",
+            str(REPO / "bench" / "locustfile.py"),
+            "--headless",
+            "--host",
+            f"http://127.0.0.1:{port}",
+            "-u",
+            str(options.users),
+            "-r",
+            str(options.spawn_rate),
+            "-t",
+            f"{options.duration}s",
+            "--stop-timeout",
+            "5",
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+        ]
+        try:
+            result = subprocess.run(locust, cwd=REPO, timeout=options.duration + 60)
+        except subprocess.TimeoutExpired:
+            print("load: locust did not finish in time", file=sys.stderr)
+            return 1
+        if "Traceback" in (work / "mitmdump.log").read_text(errors="replace"):
+            print(
+                "load: the proxy logged a traceback:\n" + (work / "mitmdump.log").read_text(), file=sys.stderr
+            )
+            return 1
+        return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

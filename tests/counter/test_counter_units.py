@@ -1,0 +1,131 @@
+"""The counter's pure logic: path normalisation, content negotiation, and the counts stores' contract."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import RedisServer
+from waitroom.config import StoreConfig
+from waitroom.counter import MAX_PATH_BYTES, BadRequest, counter_path, wants_text
+from waitroom.store.counts import Counts, MemoryCounts, RedisCounts, open_counts
+from waitroom.store.redis import client_from_url
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        ("/", "/"),
+        ("", "/"),
+        ("/a", "/a"),
+        ("/a/", "/a"),
+        ("/a?x=1", "/a"),
+        ("/a#frag", "/a"),
+        ("//a///b", "/a/b"),
+        ("/%61", "/a"),
+        ("/a%2Fb", "/a/b"),
+        ("/a/./b/../c", "/a/c"),
+        ("/../../a", "/a"),
+        ("/A", "/A"),
+        ("/caf%C3%A9", "/café"),
+        ("/café", "/café"),
+        ("/a%20b", "/a b"),
+        ("/%3F", "/?"),
+    ],
+)
+def test_paths_are_normalised(target: str, path: str) -> None:
+    assert counter_path(target) == path
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        ("/a%", 400),
+        ("/a%zz", 400),
+        ("/a%4", 400),
+        ("/%ff", 400),  # not UTF-8
+        ("/a%00b", 400),  # a control character
+        ("/a%0Ab", 400),
+        ("/" + "a" * (MAX_PATH_BYTES + 1), 414),
+        ("/" + "a" * 100_000, 414),
+    ],
+)
+def test_bad_paths_are_refused_with_a_clear_status(target: str, status: int) -> None:
+    with pytest.raises(BadRequest) as refused:
+        counter_path(target)
+    assert refused.value.status == status
+    assert refused.value.answer().headers["Content-Type"] == "application/problem+json"
+
+
+def test_the_longest_allowed_path_is_counted() -> None:
+    longest = "/" + "a" * (MAX_PATH_BYTES - 1)
+    assert counter_path(longest) == longest
+
+
+@pytest.mark.parametrize(
+    ("accept", "text"),
+    [
+        ("", False),
+        ("*/*", False),
+        ("application/json", False),
+        ("text/plain", True),
+        ("text/*", True),
+        ("text/plain, application/json", False),  # a tie: JSON
+        ("text/plain;q=1, application/json;q=0.5", True),
+        ("application/json;q=0.9, text/plain", True),
+        ("text/html", False),
+        ("text/plain;q=oops", False),
+    ],
+)
+def test_text_is_served_when_preferred(accept: str, text: bool) -> None:
+    assert wants_text(accept) is text
+
+
+@pytest.fixture(scope="module")
+def redis_for_counts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(Path(tmp_path_factory.mktemp("counts")))
+    yield server
+    server.stop()
+
+
+_prefix = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def counts(request: pytest.FixtureRequest, redis_for_counts: RedisServer) -> AsyncIterator[Counts]:
+    store: Counts
+    if request.param == "memory":
+        store = MemoryCounts()
+    else:
+        store = RedisCounts(client_from_url(redis_for_counts.url, 2.0), f"c{next(_prefix)}", 2.0)
+    yield store
+    await store.close()
+
+
+@pytest.mark.e2e
+async def test_counts_contract(counts: Counts) -> None:
+    assert await counts.total() == 0
+    assert await counts.get("/a") == 0
+    assert await counts.put("/a") == (1, 1)
+    assert await counts.put("/a") == (2, 2)
+    assert await counts.put("/b") == (1, 3)
+    assert (await counts.get("/a"), await counts.get("/b"), await counts.total()) == (2, 1, 3)
+    assert await counts.put("/café ünïcode") == (1, 4)
+    assert await counts.get("/café ünïcode") == 1
+
+
+@pytest.mark.e2e
+async def test_concurrent_puts_keep_the_total_equal_to_the_sum(counts: Counts) -> None:
+    paths = [f"/p{i}" for i in range(20)]
+    await asyncio.gather(*(counts.put(paths[i % 20]) for i in range(400)))
+    per_path = [await counts.get(p) for p in paths]
+    assert per_path == [20] * 20
+    assert await counts.total() == sum(per_path) == 400
+
+
+def test_open_counts_follows_the_store_url() -> None:
+    assert isinstance(open_counts(StoreConfig(), 1.0), MemoryCounts)
+    assert isinstance(open_counts(StoreConfig(url="redis://127.0.0.1:1/0"), 1.0), RedisCounts)
