@@ -62,6 +62,8 @@ class Upstream:
     name: str = "upstream"
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
+    slow: float = 0.0
+    """Requests under /slow take this long to answer: a slow service, for drain tests."""
 
     def __post_init__(self) -> None:
         lock = threading.Lock()
@@ -76,6 +78,8 @@ class Upstream:
                     self.rfile.read(length)
                 with lock:
                     outer.seen.append(Seen(self.command, self.path, dict(self.headers), time.monotonic()))
+                if self.path.startswith("/slow"):
+                    time.sleep(outer.slow)  # the service's own work, not test synchronisation
                 body = f"{outer.name} {self.command} {self.path}\n".encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
@@ -121,6 +125,7 @@ class Mitmdump:
         scripts: list[str] | None = None,
     ) -> None:
         self.port = free_port()
+        self.config_path = config
         self.log_path = workdir / f"mitmdump-{self.port}.log"
         args = [
             MITMDUMP,

@@ -7,8 +7,15 @@ only translates between mitmproxy flows and those plain values.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
 import logging
+import os
+import random
 import secrets
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +24,14 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions, http
 
 from waitroom import config as config_module
+from waitroom.admin import AdminServer
 from waitroom.claims import ClaimVerifier
 from waitroom.config import Config, ConfigError, StoreConfig, load_config
 from waitroom.decide import Decider, Decision, Outcome, cookie_name
 from waitroom.identity import client_is_https
 from waitroom.limits import LimitDecision, LimitOutcome, RateLimiter, RequestFacts
+from waitroom.metrics import METRICS
+from waitroom.overrides import OVERRIDES_REFRESH, Overrides
 from waitroom.responses import (
     DEFAULT_TEMPLATE,
     POLL_HEADER,
@@ -36,7 +46,8 @@ from waitroom.responses import (
 )
 from waitroom.routing import normalize_host, normalize_path
 from waitroom.sessions import SecretError, SessionCodec, keys_from_environment
-from waitroom.store import Clock, Store, open_store
+from waitroom.store import Clock, Store, StoreError, open_store
+from waitroom.store.guard import BreakerState, GuardedStore
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +55,10 @@ METADATA_KEY = "waitroom"
 """flow.metadata[METADATA_KEY]: the decision, for logs, flow files and replay."""
 _SET_COOKIE_KEY = "waitroom.set_cookie"
 _EXTRA_HEADERS_KEY = "waitroom.response_headers"
+_DECISION_LOG_KEY = "waitroom.decision_log"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+WATCH_INTERVAL = 1.0
+"""Seconds between two looks at the config file (a Kubernetes ConfigMap update is a file change)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +66,30 @@ class _Loaded:
     """Everything built from one config file; swapped whole, so a request sees one config."""
 
     path: Path
+    fingerprint: str
+    """SHA-256 of the file's bytes: the watcher reloads only when they change."""
     config: Config
     decider: Decider
     limiter: RateLimiter
     templates: dict[str, Template]
+
+
+def compile_config(path: Path) -> tuple[Config, dict[str, Template], ClaimVerifier | None]:
+    """Everything a config file needs beyond its schema: its templates and JWT keys load, and
+    `jwt:` keys have a `jwt:` section. ConfigError (one line) otherwise. `waitroom check` uses this."""
+    config = load_config(path)
+    templates = {}
+    for i, room in enumerate(config.rooms):
+        try:
+            templates[room.name] = Template.load(room.template or DEFAULT_TEMPLATE)
+        except TemplateError as e:
+            raise ConfigError(f"{path}: rooms[{i}].template: {e}") from None
+    verifier = ClaimVerifier(config.jwt) if config.jwt is not None else None
+    for i, rule in enumerate(config.rate_limits):
+        for field_name, key in (("key", rule.key), ("fallback", rule.fallback)):
+            if key is not None and key.startswith("jwt:") and verifier is None:
+                raise ConfigError(f"{path}: rate_limits[{i}].{field_name}: {key} needs a `jwt:` section")
+    return config, templates, verifier
 
 
 class WaitRoom:
@@ -66,11 +101,20 @@ class WaitRoom:
         self.default_config = default_config
         self.clock = clock
         self.loaded: _Loaded | None = None
+        self.overrides = Overrides()
+        """Run-time settings from the admin API, read from the store (see overrides.py)."""
+        self.draining = False
         self._store: Store | None = None
         self._store_config: StoreConfig | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
         self._ephemeral_key: bytes | None = None
         self._running = False
+        self._admin: AdminServer | None = None
+        self._admin_place: tuple[str, int, str | None] | None = None
+        self._inflight: set[str] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def load(self, loader: object) -> None:
         loader.add_option(  # type: ignore[attr-defined]
@@ -80,8 +124,8 @@ class WaitRoom:
             """
             Path of the waitroom config file (YAML): rooms, bypass prefixes, session cookie, store.
             Empty means the shipped config/waitroom.yaml. A file that does not validate stops the
-            start with one line naming the field; at run time it is refused and the running config
-            stays.
+            start with one line naming the field; at run time (a changed file, or this option set
+            again) it is refused with one line and the running config stays.
             """,
         )
 
@@ -90,7 +134,7 @@ class WaitRoom:
             return
         path = Path(ctx.options.waitroom_config or self.default_config).expanduser()
         try:
-            self.loaded = self._build(path)
+            self._load(path)
         except ConfigError as e:
             message = f"waitroom: {e}"
             if self._running:
@@ -98,48 +142,174 @@ class WaitRoom:
             # At start an exception would print a traceback; one error line makes mitmproxy's
             # errorcheck stop the process with exit status 1 instead.
             log.error(message)
-            return
+
+    def _load(self, path: Path) -> None:
+        """Build everything from the file and swap it in whole; ConfigError leaves all as it was."""
+        self.loaded = self._build(path)
         config = self.loaded.config
         log.info(
-            "waitroom: %s: %d room(s), store %s",
+            "waitroom: %s: %d room(s), %d rate limit(s), store %s",
             path,
             len(config.rooms),
+            len(config.rate_limits),
             config.store.url.split("@")[-1],  # never log credentials
         )
+        if self._running:
+            self._start_admin()
 
     def running(self) -> None:
         self._running = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # offline (mitmproxy's test context): no admin port, no watchers
+            return
+        self._start_admin()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows' Proactor loop
+            loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        self._tasks = [
+            loop.create_task(self._watch_config(), name="waitroom: config watcher"),
+            loop.create_task(self._refresh_overrides(), name="waitroom: overrides"),
+        ]
 
     async def done(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._admin is not None:
+            await self._admin.stop()
         if self._store is not None:
             await self._store.close()
 
-    def _build(self, path: Path) -> _Loaded:
-        config = load_config(path)
-        templates = {}
-        for i, room in enumerate(config.rooms):
+    # --- operations: admin port, reload, drain, overrides ----------------------------------
+
+    @property
+    def config(self) -> Config | None:
+        return self.loaded.config if self.loaded else None
+
+    @property
+    def config_path(self) -> Path | None:
+        return self.loaded.path if self.loaded else None
+
+    @property
+    def store(self) -> Store | None:
+        return self._store
+
+    def store_failing(self) -> bool:
+        store = self._store
+        return isinstance(store, GuardedStore) and store.breaker.state is not BreakerState.CLOSED
+
+    async def change_overrides(self, changes: dict[str, str | None]) -> None:
+        if self._store is None:
+            raise StoreError("no store")
+        await self._store.set_overrides(changes)
+        self._apply_overrides(await self._store.overrides())
+
+    def _apply_overrides(self, values: dict[str, str]) -> None:
+        if values == self.overrides.values:
+            return
+        self.overrides = Overrides(values)
+        if self.loaded is not None:
+            self.loaded.decider.overrides = self.overrides
+            self.loaded.limiter.set_overrides(self.overrides)
+
+    async def _refresh_overrides(self) -> None:
+        """Every replica re-reads the overrides, so a change made on one reaches all of them."""
+        while True:
+            if self._store is not None:
+                try:
+                    self._apply_overrides(await self._store.overrides())
+                except StoreError:
+                    pass  # keep the last known; the breaker logs the store's failure
+                except Exception:
+                    log.exception("waitroom: reading the overrides failed")
+            await asyncio.sleep(OVERRIDES_REFRESH)
+
+    def _start_admin(self) -> None:
+        """Start the admin port, or move it when a reload changed its address or token."""
+        config = self.config
+        if config is None:
+            return
+        token = os.environ.get(config.admin.token_env) or None
+        place = (config.admin.host, config.admin.port, token) if config.admin.port else None
+        if place == self._admin_place:
+            return
+        old, self._admin = self._admin, None
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(old.stop())
+            self._closing.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._closing.discard)
+        self._admin_place = place
+        if place is not None:
+            host, port, _ = place
+            self._admin = AdminServer(self, token)
             try:
-                templates[room.name] = Template.load(room.template or DEFAULT_TEMPLATE)
-            except TemplateError as e:
-                raise ConfigError(f"{path}: rooms[{i}].template: {e}") from None
+                self._admin.start(host, port)
+            except OSError as e:
+                log.error("waitroom: admin port %s:%d: %s", host, port, e.strerror or e)
+                self._admin, self._admin_place = None, None
+
+    async def _watch_config(self) -> None:
+        """Reload when the config file's bytes change; a file that does not validate is refused
+        with one log line and the running config stays."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            loaded = self.loaded
+            if loaded is None:
+                continue
+            try:
+                fingerprint = _fingerprint(loaded.path)
+            except OSError:
+                continue  # a ConfigMap update swaps a symlink: the file may be gone for a moment
+            if fingerprint == loaded.fingerprint:
+                continue
+            try:
+                self._load(loaded.path)
+            except ConfigError as e:
+                METRICS.config_reloads.labels("error").inc()
+                log.error("waitroom: reload refused, the running config stays: %s", e)
+                # Remember the bad bytes, so the same file is not refused again every second.
+                self.loaded = dataclasses.replace(loaded, fingerprint=fingerprint)
+                continue
+            except Exception:
+                METRICS.config_reloads.labels("error").inc()
+                log.exception("waitroom: reload failed, the running config stays")
+                continue
+            METRICS.config_reloads.labels("ok").inc()
+            log.info("waitroom: reloaded %s", loaded.path)
+
+    def _on_sigterm(self) -> None:
+        """Readiness turns false at once; requests in flight get `admin.drain` to finish."""
+        if self.draining:
+            return
+        self.draining = True
+        METRICS.ready.set(0)
+        drain = self.config.admin.drain if self.config else 0.0
+        log.info(
+            "waitroom: SIGTERM: not ready; draining %d request(s) for up to %gs", len(self._inflight), drain
+        )
+        task = asyncio.get_running_loop().create_task(self._drain_then_exit(drain))
+        self._tasks.append(task)
+
+    async def _drain_then_exit(self, drain: float) -> None:
+        try:
+            await asyncio.wait_for(self._idle.wait(), drain)
+        except TimeoutError:
+            log.warning("waitroom: drain period over; %d request(s) still in flight", len(self._inflight))
+        ctx.master.shutdown()
+
+    def _build(self, path: Path) -> _Loaded:
+        try:
+            fingerprint = _fingerprint(path)
+        except OSError:
+            fingerprint = ""  # load_config reports the unreadable file
+        config, templates, verifier = compile_config(path)
         self._check_host_matching(path, config)
         codec = SessionCodec(self._signing_keys(path, config), config.session.ttl)
-        verifier = ClaimVerifier(config.jwt) if config.jwt is not None else None
-        self._check_rate_limits(path, config, verifier)
         store = self._store_for(config)
-        return _Loaded(
-            path,
-            config,
-            Decider(config, store, codec, self.clock),
-            RateLimiter(config, store, verifier, self.clock),
-            templates,
-        )
-
-    def _check_rate_limits(self, path: Path, config: Config, verifier: ClaimVerifier | None) -> None:
-        for i, rule in enumerate(config.rate_limits):
-            for field_name, key in (("key", rule.key), ("fallback", rule.fallback)):
-                if key is not None and key.startswith("jwt:") and verifier is None:
-                    raise ConfigError(f"{path}: rate_limits[{i}].{field_name}: {key} needs a `jwt:` section")
+        decider = Decider(config, store, codec, self.clock)
+        limiter = RateLimiter(config, store, verifier, self.clock)
+        decider.overrides = self.overrides
+        limiter.set_overrides(self.overrides)
+        return _Loaded(path, fingerprint, config, decider, limiter, templates)
 
     def _check_host_matching(self, path: Path, config: Config) -> None:
         reverse = any(str(mode).startswith("reverse:") for mode in ctx.options.mode)
@@ -199,6 +369,28 @@ class WaitRoom:
 
     # --- hooks on the request path -------------------------------------------------------
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # In flight from its headers to its response (or error): what a drain waits for.
+        self._inflight.add(flow.id)
+        self._idle.clear()
+        METRICS.inflight.set(len(self._inflight))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finished(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finished(flow)
+
+    def _finished(self, flow: http.HTTPFlow) -> None:
+        self._inflight.discard(flow.id)
+        METRICS.inflight.set(len(self._inflight))
+        if not self._inflight:
+            self._idle.set()
+        entry = flow.metadata.pop(_DECISION_LOG_KEY, None)
+        if entry is not None:
+            entry["status"] = flow.response.status_code if flow.response else None
+            log.info("%s", json.dumps(entry, separators=(",", ":")))
+
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
@@ -210,20 +402,79 @@ class WaitRoom:
         host, path = normalize_host(req.host_header or req.host), normalize_path(req.path)
         try:
             if loaded.decider.router.bypassed(path):
+                METRICS.bypassed.inc()
                 return
             if loaded.limiter.rules:
+                started = time.perf_counter()
                 limit = await loaded.limiter.decide(
                     RequestFacts(host, path, req.method, _peer(flow), req.headers.get)
                 )
+                if limit.outcome is not LimitOutcome.NONE:
+                    METRICS.decision_duration.labels("rate_limit").observe(time.perf_counter() - started)
+                self._count_limit(limit)
+                self._log_decision(flow, loaded, path, limit=limit)
                 if self._limit(flow, limit):
                     return  # refused or rerouted: no room admission is spent on it
             if req.method == "OPTIONS":
                 return  # CORS preflights carry no cookies: queueing them would break the real request
+            started = time.perf_counter()
             decision = await loaded.decider.decide(host, path, req.cookies.get_all)
+            if decision.room is not None:
+                METRICS.decision_duration.labels("room").observe(time.perf_counter() - started)
+                METRICS.room_requests.labels(decision.room.name, decision.outcome.value).inc()
+                if decision.degraded is not None:
+                    METRICS.degraded_decisions.labels(decision.degraded.value).inc()
+                self._log_decision(flow, loaded, path, decision=decision)
         except Exception:  # a bug must not become a traceback for the visitor or a hang
             log.exception("waitroom: decision failed; forwarding %s %s", req.method, req.path)
             return
         self._act(flow, loaded, decision)
+
+    def _count_limit(self, limit: LimitDecision) -> None:
+        for fallback in limit.fallbacks:
+            rule, _, reason = fallback.partition(":")
+            METRICS.rate_limit_fallbacks.labels(rule, reason).inc()
+        if limit.degraded is not None:
+            METRICS.degraded_decisions.labels(limit.degraded.value).inc()
+        for rule in limit.shadow_limited:
+            METRICS.rate_limit_requests.labels(rule, LimitOutcome.SHADOW_LIMITED.value).inc()
+        if limit.rule is not None and limit.outcome is not LimitOutcome.SHADOW_LIMITED:
+            METRICS.rate_limit_requests.labels(limit.rule.name, limit.outcome.value).inc()
+        elif limit.rule is not None:  # a shadow refusal beside an allowing enforcing rule
+            METRICS.rate_limit_requests.labels(limit.rule.name, LimitOutcome.ALLOWED.value).inc()
+
+    def _log_decision(
+        self,
+        flow: http.HTTPFlow,
+        loaded: _Loaded,
+        path: str,
+        *,
+        decision: Decision | None = None,
+        limit: LimitDecision | None = None,
+    ) -> None:
+        """A sampled JSON line per decision: no cookie, token, query string or client address."""
+        settings = loaded.config.decision_log
+        if settings.format == "off" or random.random() >= settings.sample:
+            return
+        entry: dict[str, object] = flow.metadata.get(_DECISION_LOG_KEY) or {
+            "event": "waitroom_decision",
+            "time": round(time.time(), 3),
+            "method": flow.request.method if flow.request.method in _METHODS else "other",
+            "path": path[:256],
+        }
+        if decision is not None and decision.room is not None:
+            entry["room"] = decision.room.name
+            entry["outcome"] = decision.outcome.value
+            if decision.degraded is not None:
+                entry["degraded"] = decision.degraded.value
+        if limit is not None and limit.outcome is not LimitOutcome.NONE:
+            entry["rule"] = limit.rule.name if limit.rule else None
+            entry["rate_limit"] = limit.outcome.value
+            if limit.fallbacks:
+                entry["fallbacks"] = list(limit.fallbacks)
+            if limit.degraded is not None:
+                entry["degraded"] = limit.degraded.value
+        flow.metadata[_DECISION_LOG_KEY] = entry
 
     def _limit(self, flow: http.HTTPFlow, limit: LimitDecision) -> bool:
         """Apply a rate-limit decision; True when the request is answered or sent elsewhere."""
@@ -319,3 +570,7 @@ def _response(answer: Answer) -> http.Response:
 def _peer(flow: http.HTTPFlow) -> str:
     peer = flow.client_conn.peername
     return str(peer[0]) if peer else ""
+
+
+def _fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

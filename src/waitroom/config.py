@@ -224,7 +224,20 @@ class JWTConfig(_Model):
 
 class AdminConfig(_Model):
     host: str = "127.0.0.1"
+    """Address of the admin port; 0.0.0.0 in a pod, so probes and Prometheus reach it."""
     port: int | None = Field(None, ge=1, le=65535)
+    """The admin port (/metrics, /healthz, /readyz, /admin/...); none: no admin server."""
+    token_env: str = Field("WAITROOM_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable holding the admin API's bearer token; unset or empty: the API is off."""
+    drain: Duration = 10.0
+    """On SIGTERM: /readyz turns 503 at once, requests in flight get this long to finish, then exit."""
+
+
+class DecisionLogConfig(_Model):
+    format: Literal["off", "json"] = "off"
+    """`json`: one JSON line per sampled decision on the log (never cookies, tokens or queries)."""
+    sample: float = Field(0.01, gt=0, le=1)
+    """The share of decisions logged (waiting and limited answers included at the same rate)."""
 
 
 class Config(_Model):
@@ -236,6 +249,7 @@ class Config(_Model):
     rate_limits: list[RateLimitConfig] = []
     jwt: JWTConfig | None = None
     admin: AdminConfig = AdminConfig()
+    decision_log: DecisionLogConfig = DecisionLogConfig()
 
     @model_validator(mode="after")
     def _unique_rooms(self) -> Self:

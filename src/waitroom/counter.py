@@ -23,6 +23,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.utils import human
 
 from waitroom.config import ConfigError, StoreConfig, load_config
+from waitroom.metrics import METRICS
 from waitroom.store.base import StoreError
 from waitroom.store.counts import Counts, open_counts
 
@@ -37,6 +38,7 @@ STORE_TIMEOUT = 1.0
 """Bound on every counts-store call. The counter is the service, not the proxy's fast path: a second
 is generous, and past it the visitor gets a 503 instead of a hang."""
 
+_METHODS = frozenset({"GET", "HEAD", "PUT", "OPTIONS", "POST", "DELETE", "PATCH"})
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
@@ -241,6 +243,8 @@ class Counter:
             response.content = b""
             response.headers["Content-Length"] = str(length)
         flow.response = response
+        method = req.method if req.method in _METHODS else "other"  # a label never takes client text
+        METRICS.counter_operations.labels(method, str(response.status_code)).inc()
 
     async def serve(self, method: str, target: str, accept: str) -> Answer:
         assert self.counts is not None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from waitroom.config import Config, RoomConfig, StoreErrorPolicy
+from waitroom.overrides import Overrides, RoomMode
 from waitroom.routing import Router
 from waitroom.sessions import SessionCodec, new_session_id
 from waitroom.store import Admission, Clock, MemoryStore, RoomPolicy, Store, StoreError
@@ -73,6 +74,8 @@ class Decider:
         self.codec = codec
         self.clock = clock
         self.router = Router(config)
+        self.overrides = Overrides()
+        """Set by the addon from the store (admin API changes); replaced whole, never mutated."""
         self._local: MemoryStore | None = None
 
     async def decide(self, host: str, path: str, cookies: Callable[[str], Sequence[str]]) -> Decision:
@@ -93,8 +96,13 @@ class Decider:
                 return Decision(Outcome.SESSION, room)
             return Decision(Outcome.SESSION, room, cookie=self.codec.renew(session, now)[1])
 
+        mode = self.overrides.room_mode(room.name)
+        if mode is RoomMode.QUEUE_ALL:  # an operator holds every new visitor: no store call
+            return Decision(Outcome.WAITING, room)
         session_id = new_session_id()
-        admission, degraded = await self._admit(room, session_id)
+        if mode is RoomMode.OPEN:  # an operator opened the gate: admitted, not counted
+            return Decision(Outcome.ADMITTED, room, cookie=self.codec.issue(room.name, session_id, now)[1])
+        admission, degraded = await self._admit(self.overrides.room(room), session_id)
         if admission.admitted:
             return Decision(
                 Outcome.ADMITTED,

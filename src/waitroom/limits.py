@@ -19,6 +19,7 @@ from enum import StrEnum
 from waitroom.claims import ClaimVerifier
 from waitroom.config import Config, RateLimitConfig, StoreErrorPolicy
 from waitroom.identity import client_ip
+from waitroom.overrides import Overrides
 from waitroom.routing import covers
 from waitroom.store import Clock, MemoryStore, Store, StoreError
 from waitroom.store.base import RateCheck, RateResult
@@ -82,8 +83,16 @@ class RateLimiter:
         self.store = store
         self.verifier = verifier
         self.clock = clock
+        self.overrides = Overrides()
+        """Set by the addon from the store (admin API changes); replaced whole, never mutated."""
         self._over: dict[tuple[str, str], float] = {}
         self._local: MemoryStore | None = None
+
+    def set_overrides(self, overrides: Overrides) -> None:
+        """New run-time limits: the over-limit cache was judged by the old ones."""
+        if overrides != self.overrides:
+            self.overrides = overrides
+            self._over.clear()
 
     def matching(self, facts: RequestFacts) -> list[RateLimitConfig]:
         return [
@@ -121,7 +130,7 @@ class RateLimiter:
     def checks(self, facts: RequestFacts) -> tuple[list[RateCheck], list[RateLimitConfig], list[str]]:
         """The store's questions for every matching rule that has a key, and the fallbacks used."""
         checks, rules, fallbacks = [], [], []
-        for rule in self.matching(facts):
+        for rule in map(self.overrides.rule, self.matching(facts)):
             identity, reason = self._identity(rule.key, facts)
             key_form = rule.key
             if identity is None and rule.fallback is not None:

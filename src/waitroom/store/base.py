@@ -69,6 +69,16 @@ class StoreError(Exception):
     """The store could not answer (unreachable, timed out, refused); the failure policy applies."""
 
 
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """A room as the store sees it now, for metrics and the admin API (read-only)."""
+
+    in_window: int
+    """Admissions inside the window ending now."""
+    blocked_for: float
+    """Seconds the room's block still lasts; 0 when it is not blocked."""
+
+
 class Store(Protocol):
     """Shared state behind the decisions. Implementations: memory (embedded) and Redis."""
 
@@ -82,6 +92,23 @@ class Store(Protocol):
         """Check every rule that matches one request, in one atomic step; charge them all (except
         shadow rules that said no) only if no enforcing rule refuses. Results in `checks` order.
         Raises StoreError when it cannot answer."""
+        ...
+
+    async def room_state(self, room: RoomPolicy) -> RoomState:
+        """Read a room's live state without changing it."""
+        ...
+
+    async def unblock(self, room: str) -> bool:
+        """End the room's block now (the window's log stays); True if it was blocked."""
+        ...
+
+    async def overrides(self) -> dict[str, str]:
+        """Run-time settings made by the admin API, shared by every replica that shares the store:
+        `room:<name>:<field>` and `rule:<name>:<field>` → value (see waitroom.overrides)."""
+        ...
+
+    async def set_overrides(self, changes: dict[str, str | None]) -> None:
+        """Apply run-time settings at once; a None value removes the setting."""
         ...
 
     async def close(self) -> None: ...

@@ -14,7 +14,17 @@ from collections.abc import Coroutine, Sequence
 from enum import StrEnum
 from typing import Any
 
-from waitroom.store.base import Admission, Clock, RateCheck, RateResult, RoomPolicy, Store, StoreError
+from waitroom.metrics import METRICS
+from waitroom.store.base import (
+    Admission,
+    Clock,
+    RateCheck,
+    RateResult,
+    RoomPolicy,
+    RoomState,
+    Store,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +88,42 @@ class GuardedStore:
         self.breaker = breaker
 
     async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
-        return await self._guarded(self.inner.admit(room, session_id))
+        return await self._guarded("admit", self.inner.admit(room, session_id))
 
     async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:
-        return await self._guarded(self.inner.hit(checks))
+        return await self._guarded("hit", self.inner.hit(checks))
 
-    async def _guarded[T](self, call: Coroutine[Any, Any, T]) -> T:
+    async def room_state(self, room: RoomPolicy) -> RoomState:
+        return await self._guarded("room_state", self.inner.room_state(room))
+
+    async def unblock(self, room: str) -> bool:
+        return await self._guarded("unblock", self.inner.unblock(room))
+
+    async def overrides(self) -> dict[str, str]:
+        return await self._guarded("overrides", self.inner.overrides())
+
+    async def set_overrides(self, changes: dict[str, str | None]) -> None:
+        await self._guarded("set_overrides", self.inner.set_overrides(changes))
+
+    async def _guarded[T](self, operation: str, call: Coroutine[Any, Any, T]) -> T:
         if not self.breaker.allow():
             call.close()  # never awaited: the store is not asked
+            METRICS.store_errors.labels(operation, "circuit_open").inc()
             raise StoreError("circuit open")
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
                 result = await call
         except Exception as e:  # any failure of the store (even a client library bug) is the policy's case
             self.breaker.failed()
+            kind = "timeout" if isinstance(e, TimeoutError) else "error"
+            METRICS.store_errors.labels(operation, kind).inc()
             raise StoreError(str(e) or type(e).__name__) from e
         except BaseException:
             self.breaker.abandoned()
             raise
+        finally:
+            METRICS.store_duration.labels(operation).observe(time.perf_counter() - started)
         self.breaker.succeeded()
         return result
 

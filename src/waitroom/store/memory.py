@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from waitroom import algorithms as alg
-from waitroom.store.base import MICROS, Admission, Clock, RateCheck, RateResult, RoomPolicy
+from waitroom.store.base import MICROS, Admission, Clock, RateCheck, RateResult, RoomPolicy, RoomState
 
 
 def _us(seconds: float) -> int:
@@ -45,6 +45,7 @@ class MemoryStore:
         self._rooms: dict[str, _RoomState] = {}
         self._rates: dict[tuple[str, str, str], _RateState] = {}
         self._hits_since_sweep = 0
+        self._overrides: dict[str, str] = {}
 
     async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
         # No await inside: on one event loop this whole decision is atomic, like the Lua script.
@@ -95,6 +96,31 @@ class MemoryStore:
         self._hits_since_sweep = 0
         for ident in [i for i, st in self._rates.items() if st.idle_after < now]:
             del self._rates[ident]
+
+    async def room_state(self, room: RoomPolicy) -> RoomState:
+        now = _us(self._clock())
+        state = self._rooms.get(room.name)
+        if state is None:
+            return RoomState(0, 0.0)
+        cutoff = now - _us(room.window)
+        return RoomState(sum(1 for t in state.log if t > cutoff), max(0, state.blocked_until - now) / MICROS)
+
+    async def unblock(self, room: str) -> bool:
+        state = self._rooms.get(room)
+        if state is None or state.blocked_until <= _us(self._clock()):
+            return False
+        state.blocked_until = 0
+        return True
+
+    async def overrides(self) -> dict[str, str]:
+        return dict(self._overrides)
+
+    async def set_overrides(self, changes: dict[str, str | None]) -> None:
+        for name, value in changes.items():
+            if value is None:
+                self._overrides.pop(name, None)
+            else:
+                self._overrides[name] = value
 
     async def close(self) -> None:
         self._rooms.clear()

@@ -28,7 +28,16 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from waitroom.config import StoreConfig
-from waitroom.store.base import MICROS, Admission, Clock, RateCheck, RateResult, RoomPolicy, StoreError
+from waitroom.store.base import (
+    MICROS,
+    Admission,
+    Clock,
+    RateCheck,
+    RateResult,
+    RoomPolicy,
+    RoomState,
+    StoreError,
+)
 
 _ALGORITHM_CODES = {"sliding_window": "w", "sliding_log": "l", "gcra": "g"}
 
@@ -106,6 +115,8 @@ class RedisStore:
         """None: the Redis server's clock decides (production). Set: tests and flow replay."""
         self._admit = client.register_script(load_lua("room_admit.lua"))
         self._rate_limit = client.register_script(load_lua("rate_limit.lua"))
+        self._room_state = client.register_script(load_lua("room_state.lua"))
+        self.overrides_key = f"{key_prefix}:{{admin}}:overrides"
         self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
@@ -182,6 +193,41 @@ class RedisStore:
             for i in range(0, len(reply), 3)
         ]
 
+    async def room_state(self, room: RoomPolicy) -> RoomState:
+        args = [round(room.window * MICROS), self._now_arg()]
+        try:
+            in_window, blocked = await self._room_state(keys=self.room_keys(room.name), args=args)
+        except (RedisError, OSError) as e:
+            raise StoreError(f"redis: {type(e).__name__}") from e
+        return RoomState(int(in_window), blocked / MICROS)
+
+    async def unblock(self, room: str) -> bool:
+        try:
+            return bool(await self._client.delete(self.room_keys(room)[1]))
+        except (RedisError, OSError) as e:
+            raise StoreError(f"redis: {type(e).__name__}") from e
+
+    async def overrides(self) -> dict[str, str]:
+        try:
+            raw = await self._client.hgetall(self.overrides_key)
+        except (RedisError, OSError) as e:
+            raise StoreError(f"redis: {type(e).__name__}") from e
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def set_overrides(self, changes: dict[str, str | None]) -> None:
+        updates = {k: v for k, v in changes.items() if v is not None}
+        removals = [k for k, v in changes.items() if v is None]
+        try:
+            # One key, so one slot: a transaction applies every change at once, also on a Cluster.
+            async with self._client.pipeline(transaction=True) as pipe:
+                if updates:
+                    pipe.hset(self.overrides_key, mapping=updates)
+                if removals:
+                    pipe.hdel(self.overrides_key, *removals)
+                await pipe.execute()
+        except (RedisError, OSError) as e:
+            raise StoreError(f"redis: {type(e).__name__}") from e
+
     async def ping(self) -> bool:
         try:
             return bool(await self._client.ping())
@@ -192,3 +238,7 @@ class RedisStore:
         # Closing the connections to a Redis that is gone is not an error worth reporting.
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
