@@ -16,7 +16,7 @@ from waitroom.config import parse_config
 from waitroom.decide import Decider, Outcome
 from waitroom.sessions import SessionCodec, keys_from_secret
 from waitroom.store import MemoryStore, RoomPolicy, Store, StoreError, open_store
-from waitroom.store.base import RateCheck
+from waitroom.store.base import RateCheck, RoomState
 from waitroom.store.guard import BreakerState, CircuitBreaker, GuardedStore
 from waitroom.store.redis import RedisStore, _hosts, client_from_url
 
@@ -281,3 +281,26 @@ def test_url_forms() -> None:
     make: Callable[[str], Any] = lambda url: client_from_url(url, 0.05)  # noqa: E731
     assert type(make("redis+cluster://127.0.0.1:7000")).__name__ == "RedisCluster"
     assert type(make("rediss://127.0.0.1:6380/0")).__name__ == "Redis"
+
+
+async def test_contract_room_state_unblock_and_overrides(store_and_clock: tuple[Store, Clock]) -> None:
+    store, clock = store_and_clock
+    room = RoomPolicy("ops", 2, 10.0, 5.0)
+    assert await store.room_state(room) == RoomState(0, 0.0)
+    for i in range(3):
+        await store.admit(room, f"s{i}")  # two admitted, the third starts a block
+    assert await store.room_state(room) == RoomState(2, 5.0)
+    clock.now += 2
+    state = await store.room_state(room)
+    assert (state.in_window, state.blocked_for) == (2, pytest.approx(3.0))
+    assert await store.unblock("ops") is True
+    assert await store.unblock("ops") is False
+    assert (await store.room_state(room)).blocked_for == 0
+    clock.now += 8.5  # both admissions left the window
+    assert await store.room_state(room) == RoomState(0, 0.0)
+    assert await store.room_state(RoomPolicy("never-seen", 1, 1.0, 0.0)) == RoomState(0, 0.0)
+
+    assert await store.overrides() == {}
+    await store.set_overrides({"room:ops:mode": "queue-all", "rule:api:limit": "5"})
+    await store.set_overrides({"room:ops:mode": None, "room:ops:new_sessions": "7"})
+    assert await store.overrides() == {"rule:api:limit": "5", "room:ops:new_sessions": "7"}
