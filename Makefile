@@ -6,7 +6,7 @@ PORT  ?= 8080
 # Debian packages the tests drive: `command package` pairs, installed only when the command is missing.
 SYSTEM_DEPS := redis-server redis-server redis-cli redis-tools curl curl
 
-.PHONY: setup system-deps run load test lint typecheck unit e2e clean
+.PHONY: setup system-deps run load flows test lint typecheck unit e2e clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ run: setup
 LOAD_ARGS ?=
 load: setup system-deps
 	$(BIN)/python bench/load.py $(LOAD_ARGS)
+
+# Re-record the flow fixtures (tests/flows/*.mitm and *.expected) from their scenarios; review the
+# diff of the .expected files. make flows FLOWS="room-journey" records one.
+FLOWS ?=
+flows: setup system-deps
+	$(BIN)/python -m tests.flows.record $(FLOWS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -32,6 +32,15 @@ from waitroom.identity import client_is_https
 from waitroom.limits import LimitDecision, LimitOutcome, RateLimiter, RequestFacts
 from waitroom.metrics import METRICS
 from waitroom.overrides import OVERRIDES_REFRESH, Overrides
+from waitroom.replay import (
+    METADATA_KEY,
+    ReplayClock,
+    Summary,
+    describe,
+    not_recorded_answer,
+    proxy_answered,
+    strip_proxy_headers,
+)
 from waitroom.responses import (
     DEFAULT_TEMPLATE,
     POLL_HEADER,
@@ -51,8 +60,6 @@ from waitroom.store.guard import BreakerState, GuardedStore
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "waitroom"
-"""flow.metadata[METADATA_KEY]: the decision, for logs, flow files and replay."""
 _SET_COOKIE_KEY = "waitroom.set_cookie"
 _EXTRA_HEADERS_KEY = "waitroom.response_headers"
 _DECISION_LOG_KEY = "waitroom.decision_log"
@@ -99,13 +106,18 @@ class WaitRoom:
         clock: Clock = time.time,
     ) -> None:
         self.default_config = default_config
-        self.clock = clock
+        self._base_clock = clock
+        self._replay_clock = ReplayClock()
+        self._replay = False
+        self._replay_summary = Summary()
+        self.clock: Clock = self._now
         self.loaded: _Loaded | None = None
         self.overrides = Overrides()
         """Run-time settings from the admin API, read from the store (see overrides.py)."""
         self.draining = False
         self._store: Store | None = None
         self._store_config: StoreConfig | None = None
+        self._store_replay = False
         self._closing: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._ephemeral_key: bytes | None = None
@@ -115,6 +127,9 @@ class WaitRoom:
         self._inflight: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def _now(self) -> float:
+        return self._replay_clock() if self._replay_clock.base is not None else self._base_clock()
 
     def load(self, loader: object) -> None:
         loader.add_option(  # type: ignore[attr-defined]
@@ -129,8 +144,22 @@ class WaitRoom:
             """,
         )
 
+        loader.add_option(  # type: ignore[attr-defined]
+            "waitroom_replay",
+            bool,
+            False,
+            """
+            Decide flows read from a file (mitmdump -nr FILE) as if they arrived live, each at its
+            recorded time, and print what every request would have got and a summary per room and
+            rule at the end. Set WAITROOM_SECRET as when the flows were recorded, so that recorded
+            session cookies verify.
+            """,
+        )
+
     def configure(self, updated: set[str]) -> None:
-        if not updated & {"waitroom_config", "keep_host_header", "mode"}:
+        if "waitroom_replay" in updated:
+            self._replay = bool(ctx.options.waitroom_replay)
+        if not updated & {"waitroom_config", "keep_host_header", "mode", "waitroom_replay"}:
             return
         path = Path(ctx.options.waitroom_config or self.default_config).expanduser()
         try:
@@ -172,6 +201,9 @@ class WaitRoom:
         ]
 
     async def done(self) -> None:
+        if self._replay and self._replay_summary.flows:
+            for line in self._replay_summary.lines():
+                log.info("waitroom replay: %s", line)
         for task in self._tasks:
             task.cancel()
         if self._admin is not None:
@@ -349,13 +381,15 @@ class WaitRoom:
             same = (
                 wanted.url == self._store_config.url
                 if wanted.url.startswith("memory://")
-                else wanted == self._store_config
+                else wanted == self._store_config and self._store_replay == self._replay
             )
             if same:
                 return self._store
             self._close_later(self._store)
-        self._store = open_store(wanted, self.clock)
+        # Replay decides by the recorded times, on Redis too; live, Redis uses its own clock.
+        self._store = open_store(wanted, self.clock, redis_clock=self.clock if self._replay else None)
         self._store_config = wanted
+        self._store_replay = self._replay
         return self._store
 
     def _close_later(self, store: Store) -> None:
@@ -377,6 +411,10 @@ class WaitRoom:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finished(flow)
+        if self._replay and not flow.live:
+            prefix = self.config.session.cookie if self.config else "waitroom"
+            log.info("waitroom replay: %s", describe(self._replay_summary.flows, flow, prefix))
+            self._replay_summary.add(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._finished(flow)
@@ -392,8 +430,34 @@ class WaitRoom:
             log.info("%s", json.dumps(entry, separators=(",", ":")))
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if not flow.live:
+            if self._replay:
+                await self._replayed_request(flow)
             return
+        if flow.response or flow.error:
+            return
+        await self._decide(flow)
+
+    async def _replayed_request(self, flow: http.HTTPFlow) -> None:
+        """A flow from a file: decide it at its recorded time, as if it were live. When the proxy
+        would have forwarded it, the recorded answer stands in for the upstream's."""
+        recorded = flow.response
+        answered_by_proxy = proxy_answered(flow)
+        flow.response = None
+        flow.metadata.pop(METADATA_KEY, None)
+        self._replay_clock.set(flow.request.timestamp_start)
+        try:
+            await self._decide(flow)
+        finally:
+            self._replay_clock.base = None
+            if flow.response is None and recorded is not None:
+                if answered_by_proxy:  # forwarded now, answered by the proxy then: no upstream answer
+                    flow.response = not_recorded_answer()
+                else:
+                    strip_proxy_headers(recorded, self.config.session.cookie if self.config else "waitroom")
+                    flow.response = recorded
+
+    async def _decide(self, flow: http.HTTPFlow) -> None:
         loaded = self.loaded
         if loaded is None:  # only between a failed start and the exit it causes
             flow.response = http.Response.make(503, b"waitroom is not configured\n")
@@ -485,6 +549,7 @@ class WaitRoom:
             "outcome": limit.outcome.value,
             "rule": rule.name if rule else None,
             "shadow_limited": list(limit.shadow_limited),
+            "fallbacks": list(limit.fallbacks),
         }
         if limit.shadow_limited:
             log.info(
@@ -510,7 +575,7 @@ class WaitRoom:
         room = decision.room
         if room is None:
             return
-        flow.metadata[METADATA_KEY] = {"room": room.name, "outcome": decision.outcome.value}
+        flow.metadata.setdefault(METADATA_KEY, {}).update(room=room.name, outcome=decision.outcome.value)
         req = flow.request
         if decision.cookie is not None:
             secure = {"true": True, "false": False}.get(loaded.config.session.secure)

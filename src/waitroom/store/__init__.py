@@ -11,12 +11,15 @@ from waitroom.store.memory import MemoryStore
 __all__ = ["Admission", "Clock", "MemoryStore", "RoomPolicy", "Store", "StoreError", "open_store"]
 
 
-def open_store(config: StoreConfig, clock: Clock = time.time) -> Store:
-    """The store that `store.url` names. Connections are made lazily, on first use."""
+def open_store(config: StoreConfig, clock: Clock = time.time, *, redis_clock: Clock | None = None) -> Store:
+    """The store that `store.url` names. Connections are made lazily, on first use.
+
+    Redis decides by its own clock (TIME) unless `redis_clock` is given: flow replay decides by the
+    recorded times, on either store."""
     if config.url.startswith("memory://"):
         return MemoryStore(clock)
     from waitroom.store.guard import CircuitBreaker, GuardedStore
     from waitroom.store.redis import RedisStore  # only deployments that use Redis import it
 
     breaker = CircuitBreaker(config.breaker.failures, config.breaker.cool_down)
-    return GuardedStore(RedisStore.from_config(config), config.timeout, breaker)
+    return GuardedStore(RedisStore.from_config(config, redis_clock), config.timeout, breaker)

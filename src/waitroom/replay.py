@@ -1,0 +1,122 @@
+"""Flow replay: what waitroom would have done with recorded traffic.
+
+`mitmdump -nr traffic.mitm -s addons/waitroom.py --set waitroom_replay=true` decides every recorded
+request as if it arrived live, at the time it was recorded, and prints one line per request and a
+summary per room and rule. The regression suite (tests/flows) replays its fixtures the same way and
+compares these lines with the recorded ones.
+
+A line reads:  #003 GET /shop -> 503 room shop waiting [Retry-After: 1] [no cookie]
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+from mitmproxy import http
+
+METADATA_KEY = "waitroom"
+"""flow.metadata[METADATA_KEY]: the proxy's decisions, saved with the flow (`mitmdump -w`)."""
+RATE_LIMIT_HEADERS = ("Retry-After", "RateLimit-Policy", "RateLimit")
+
+
+def decision_of(flow: http.HTTPFlow) -> str:
+    """The decisions the proxy recorded in the flow's metadata, in words."""
+    meta = flow.metadata.get(METADATA_KEY) or {}
+    words = []
+    limit = meta.get("rate_limit")
+    if limit:
+        rule = limit.get("rule")
+        words.append(f"rule {rule} {limit.get('outcome')}" if rule else f"rate-limit {limit.get('outcome')}")
+        if limit.get("fallbacks"):
+            words.append(f"fallback {','.join(limit['fallbacks'])}")
+        if limit.get("shadow_limited"):
+            words.append(f"shadow {','.join(limit['shadow_limited'])}")
+    if meta.get("room"):
+        words.append(f"room {meta['room']} {meta.get('outcome')}")
+    return " ".join(words) or "untouched"
+
+
+def describe(index: int, flow: http.HTTPFlow, cookie_prefix: str = "waitroom") -> str:
+    """One readable line: the request, the answer's status, the decision and the headers that
+    carry it. Values that differ on every run (cookie contents, dates) are left out."""
+    req = flow.request
+    status: object = flow.response.status_code if flow.response else "no-response"
+    if flow.response is not None and NOT_RECORDED in flow.response.headers:
+        status = "upstream"
+    parts = [f"#{index:03d} {req.method} {req.path} -> {status} {decision_of(flow)}"]
+    if flow.response is not None:
+        headers = flow.response.headers
+        for name in RATE_LIMIT_HEADERS:
+            if name in headers:
+                parts.append(f"[{name}: {headers[name]}]")
+        cookies = [c.split("=", 1)[0] for c in headers.get_all("Set-Cookie") if c.startswith(cookie_prefix)]
+        parts.append(f"[Set-Cookie: {','.join(cookies)}]" if cookies else "[no cookie]")
+    return " ".join(parts)
+
+
+NOT_RECORDED = "Waitroom-Replay"
+"""Marks a stand-in answer: the replay forwards a request whose recorded answer came from the proxy."""
+
+
+def proxy_answered(flow: http.HTTPFlow) -> bool:
+    """Did the proxy itself answer this recorded flow (wait page, poll answer, 429)?"""
+    meta = flow.metadata.get(METADATA_KEY) or {}
+    limit = meta.get("rate_limit") or {}
+    if limit.get("outcome") == "limited" or meta.get("outcome") == "waiting":
+        return True
+    return flow.response is not None and "Waitroom-Status" in flow.response.headers
+
+
+def not_recorded_answer() -> http.Response:
+    return http.Response.make(200, b"", {NOT_RECORDED: "upstream answer not recorded"})
+
+
+def strip_proxy_headers(response: http.Response, cookie_prefix: str) -> None:
+    """A recorded answer that came from the upstream, without what the proxy added to it: the
+    replay adds its own."""
+    kept = [c for c in response.headers.get_all("Set-Cookie") if not c.startswith(cookie_prefix)]
+    response.headers.set_all("Set-Cookie", kept)
+    for name in ("RateLimit-Policy", "RateLimit"):
+        response.headers.pop(name, None)
+
+
+class ReplayClock:
+    """The recorded time of the flow being replayed, moving on in real time while it is decided
+    (a `delay` action waits for real)."""
+
+    def __init__(self) -> None:
+        self.base: float | None = None
+        self._started = 0.0
+
+    def set(self, recorded: float) -> None:
+        self.base = recorded
+        self._started = time.monotonic()
+
+    def __call__(self) -> float:
+        assert self.base is not None
+        return self.base + (time.monotonic() - self._started)
+
+
+class Summary:
+    def __init__(self) -> None:
+        self.rooms: Counter[tuple[str, str]] = Counter()
+        self.rules: Counter[tuple[str, str]] = Counter()
+        self.flows = 0
+
+    def add(self, flow: http.HTTPFlow) -> None:
+        self.flows += 1
+        meta = flow.metadata.get(METADATA_KEY) or {}
+        if meta.get("room"):
+            self.rooms[(meta["room"], str(meta.get("outcome")))] += 1
+        limit = meta.get("rate_limit")
+        if limit and limit.get("rule"):
+            self.rules[(limit["rule"], str(limit.get("outcome")))] += 1
+
+    def lines(self) -> Iterable[str]:
+        yield f"{self.flows} request(s) replayed"
+        for (room, outcome), n in sorted(self.rooms.items()):
+            yield f"  room {room}: {outcome} {n}"
+        for (rule, outcome), n in sorted(self.rules.items()):
+            yield f"  rule {rule}: {outcome} {n}"
