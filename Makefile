@@ -4,9 +4,11 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 PORT  ?= 8080
 # Debian packages the tests drive: `command package` pairs, installed only when the command is missing.
-SYSTEM_DEPS := redis-server redis-server redis-cli redis-tools curl curl
+SYSTEM_DEPS := redis-server redis-server redis-cli redis-tools curl curl chromium chromium
+# Playwright drives Debian's chromium (tests/browser); it must never download a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: setup system-deps run load flows test lint typecheck unit e2e clean
+.PHONY: setup system-deps run load flows test lint typecheck unit browser e2e clean
 
 setup: $(VENV)/.installed
 
@@ -56,6 +58,10 @@ test: setup system-deps lint typecheck
 
 unit: setup
 	$(BIN)/pytest tests/unit tests/addon
+
+# The visitor's journey in headless Chromium (Debian's), against a real mitmdump.
+browser: setup system-deps
+	$(BIN)/pytest tests/browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
