@@ -4,11 +4,12 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 PORT  ?= 8080
 # Debian packages the tests drive: `command package` pairs, installed only when the command is missing.
-SYSTEM_DEPS := redis-server redis-server redis-cli redis-tools curl curl chromium chromium
+SYSTEM_DEPS := redis-server redis-server redis-cli redis-tools curl curl chromium chromium \
+  wrk wrk haproxy haproxy nginx nginx
 # Playwright drives Debian's chromium (tests/browser); it must never download a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: setup system-deps run load flows test lint typecheck unit browser e2e clean
+.PHONY: setup system-deps run load flows bench test lint typecheck unit browser e2e clean
 
 setup: $(VENV)/.installed
 
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	    rm -rf $(VENV); echo "creating $(VENV) with $$python"; "$$python" -m venv $(VENV); \
 	  fi
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	@touch $@
 
 system-deps:
@@ -45,6 +46,12 @@ load: setup system-deps
 FLOWS ?=
 flows: setup system-deps
 	$(BIN)/python -m tests.flows.record $(FLOWS)
+
+# What waitroom costs, as ratios to bare mitmdump in the same run; writes BENCHMARKS.md and
+# bench/results/. make bench BENCH_ARGS="--seconds 10 --rounds 3" for steadier figures.
+BENCH_ARGS ?=
+bench: setup system-deps
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ safe inside `<script>`).
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -109,14 +110,22 @@ def wait_answer(
     blocked_for: float,
     accept: str,
 ) -> Answer:
-    """The wait-room answer: `status` (503 by default), Retry-After, never cached."""
+    """The wait-room answer: `status` (503 by default), Retry-After, never cached by clients."""
+    return _wait_answer(template, room, status, retry_after, math.ceil(blocked_for), wants_json(accept))
+
+
+@functools.lru_cache(maxsize=512)
+def _wait_answer(
+    template: Template, room: str, status: int, retry_after: int, blocked_for: int, as_json: bool
+) -> Answer:
+    # During a block every new visitor of a room gets the same answer within a second: rendered once.
     fields = _wait_fields(room, retry_after, blocked_for)
     headers = {
         "Retry-After": str(retry_after),
         "Cache-Control": "no-store",
         "Waitroom-Status": "waiting",
     }
-    if wants_json(accept):
+    if as_json:
         headers["Content-Type"] = "application/json"
         return Answer(status, headers, json.dumps(fields).encode())
     headers["Content-Type"] = "text/html; charset=utf-8"

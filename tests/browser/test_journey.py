@@ -178,18 +178,19 @@ def test_many_waiting_visitors_are_spread_out_by_the_jitter(site: Site, new_cont
     assert len(set(planned)) > 1, planned
     assert max(planned) - min(planned) > 300, planned
 
-    # And each page really asks when it says: its first poll, counted from when its script ran.
+    # And each page really asks when it says: its first poll, counted from when the page arrived
+    # (its script runs after that, while the page is parsed: so never earlier than planned).
     first_poll = """() => {
         const polls = performance.getEntriesByType('resource').filter(e => e.initiatorType === 'fetch');
-        const ran = performance.getEntriesByType('navigation')[0].domInteractive;
-        return polls.length ? polls[0].startTime - ran : null;
+        const arrived = performance.getEntriesByType('navigation')[0].responseEnd;
+        return polls.length ? polls[0].startTime - arrived : null;
     }"""
     waited = []
     for page in pages:
         handle = page.wait_for_function(first_poll, timeout=10_000)
         waited.append(handle.json_value())
     for plan, actual in zip(planned, waited, strict=True):
-        assert plan - 50 <= actual <= plan + 500, (planned, waited)
+        assert plan - 20 <= actual <= plan + 600, (planned, waited)
     assert max(waited) - min(waited) > 300, waited
 
 

@@ -41,14 +41,18 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 _prefix = iter(range(1_000_000))
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-py"])
 async def store_and_clock(
     request: pytest.FixtureRequest, shared_redis: RedisServer
 ) -> AsyncIterator[tuple[Store, Clock]]:
+    """The embedded store; Redis as production uses it (scripts over the pipelined connection); and
+    Redis through redis-py alone (as for TLS, Sentinel and Cluster URLs)."""
     clock = Clock()
     store: Store
     if request.param == "memory":
         store = MemoryStore(clock)
+    elif request.param == "redis":
+        store = RedisStore.for_url(shared_redis.url, 2.0, f"t{next(_prefix)}", clock)
     else:
         store = RedisStore(
             client_from_url(shared_redis.url, 2.0), key_prefix=f"t{next(_prefix)}", clock=clock
@@ -109,9 +113,7 @@ async def test_differential_random_sequences(shared_redis: RedisServer) -> None:
         rnd = random.Random(seed)
         clock = Clock()
         memory = MemoryStore(clock)
-        redis_store = RedisStore(
-            client_from_url(shared_redis.url, 2.0), key_prefix=f"d{seed}-{time.time()}", clock=clock
-        )
+        redis_store = RedisStore.for_url(shared_redis.url, 2.0, f"d{seed}-{time.time()}", clock)
         room = RoomPolicy("r", rnd.randint(1, 4), rnd.choice([0.5, 1.0, 2.0]), rnd.choice([0.0, 0.5, 1.0]))
         rules = [
             RateCheck(
@@ -163,7 +165,7 @@ async def test_keys_share_one_slot_and_carry_the_prefix(shared_redis: RedisServe
 
 def guarded(url: str, timeout: float = 0.05, failures: int = 3, cool_down: float = 0.5) -> GuardedStore:
     return GuardedStore(
-        RedisStore(client_from_url(url, timeout)), timeout, CircuitBreaker(failures, cool_down)
+        RedisStore.for_url(url, timeout, "waitroom"), timeout, CircuitBreaker(failures, cool_down)
     )
 
 

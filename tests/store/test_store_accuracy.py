@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from tests.support import RedisServer
 from waitroom.store import MemoryStore, RoomPolicy, Store
 from waitroom.store.base import RateCheck
-from waitroom.store.redis import RedisStore, client_from_url
+from waitroom.store.redis import RedisStore
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def replay[T](
         if kind == "memory":
             store = MemoryStore(clock)
         else:
-            store = RedisStore(client_from_url(url, 5.0), key_prefix=f"acc{next(_prefixes)}", clock=clock)
+            store = RedisStore.for_url(url, 5.0, f"acc{next(_prefixes)}", clock)
         times, results = [], []
         try:
             for gap in gap_ms:

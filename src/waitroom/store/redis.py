@@ -38,6 +38,7 @@ from waitroom.store.base import (
     RoomState,
     StoreError,
 )
+from waitroom.store.pipelined import PipelinedConnection, PipelinedScript
 
 _ALGORITHM_CODES = {"sliding_window": "w", "sliding_log": "l", "gcra": "g"}
 
@@ -108,20 +109,41 @@ def client_from_url(url: str, timeout: float) -> Any:
 
 
 class RedisStore:
-    def __init__(self, client: Any, key_prefix: str = "waitroom", clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        key_prefix: str = "waitroom",
+        clock: Clock | None = None,
+        fast: PipelinedConnection | None = None,
+    ) -> None:
         self._client = client
         self._prefix = key_prefix
         self._clock = clock
         """None: the Redis server's clock decides (production). Set: tests and flow replay."""
-        self._admit = client.register_script(load_lua("room_admit.lua"))
-        self._rate_limit = client.register_script(load_lua("rate_limit.lua"))
-        self._room_state = client.register_script(load_lua("room_state.lua"))
+        self._fast = fast
+        # The scripts on the request path go over the pipelined connection when there is one.
+        scripts: Any = (lambda source: PipelinedScript(fast, source)) if fast else client.register_script
+        self._admit = scripts(load_lua("room_admit.lua"))
+        self._rate_limit = scripts(load_lua("rate_limit.lua"))
+        self._room_state = scripts(load_lua("room_state.lua"))
         self.overrides_key = f"{key_prefix}:{{admin}}:overrides"
         self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
     def from_config(cls, config: StoreConfig, clock: Clock | None = None) -> RedisStore:
-        return cls(client_from_url(config.url, config.timeout), config.key_prefix, clock)
+        return cls.for_url(config.url, config.timeout, config.key_prefix, clock)
+
+    @classmethod
+    def for_url(cls, url: str, timeout: float, key_prefix: str, clock: Clock | None = None) -> RedisStore:
+        """A single node (`redis://` without options) gets the pipelined connection for its scripts;
+        TLS, Sentinel and Cluster go through redis-py alone."""
+        parts = urlsplit(url)
+        fast = (
+            PipelinedConnection.from_url(url, timeout)
+            if parts.scheme == "redis" and not parts.query
+            else None
+        )
+        return cls(client_from_url(url, timeout), key_prefix, clock, fast)
 
     def room_keys(self, room: str) -> list[str]:
         tag = f"{self._prefix}:{{room:{room}}}"
@@ -238,6 +260,8 @@ class RedisStore:
         # Closing the connections to a Redis that is gone is not an error worth reporting.
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
+            if self._fast is not None:
+                await self._fast.close()
 
 
 def _text(value: bytes | str) -> str:

@@ -1,0 +1,214 @@
+"""Real processes for the benchmarks and the load test: free ports, nginx, redis-server, mitmdump,
+HAProxy, and wrk with its output parsed. Loopback only; every wait and every load bounded in time."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on :{port} within {timeout:.0f}s")
+
+
+def need(command: str) -> str:
+    path = shutil.which(command) or (
+        f"/usr/sbin/{command}" if Path(f"/usr/sbin/{command}").exists() else None
+    )
+    if path is None:
+        raise SystemExit(f"{command} is not installed: run `make system-deps` (Debian package {command})")
+    return path
+
+
+@contextmanager
+def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None, port: int | None = None, what: str = ""
+) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        try:
+            if port is not None:
+                wait_for_port(port, proc, what or args[0])
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
+@contextmanager
+def nginx(work: Path, body: str = "ok\n", access_log: Path | None = None) -> Iterator[int]:
+    """A fast upstream: nginx answering every request with a small 200; with `access_log`, the
+    arrival time of each request (epoch seconds, ms resolution), one per line."""
+    port = free_port()
+    root = work / f"nginx-{port}"
+    root.mkdir(parents=True)
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"""
+daemon off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  log_format arrival '$msec';
+  access_log {f"{access_log} arrival" if access_log else "off"};
+  client_body_temp_path {root}/body; proxy_temp_path {root}/proxy; fastcgi_temp_path {root}/fcgi;
+  uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ default_type text/plain; return 200 "{body.strip()}\\n"; }}
+  }}
+}}
+"""
+    )
+    with process(
+        [need("nginx"), "-c", str(conf), "-e", str(root / "error.log")], root / "out.log", port=port
+    ):
+        yield port
+
+
+@contextmanager
+def redis_server(work: Path) -> Iterator[int]:
+    port = free_port()
+    folder = work / f"redis-{port}"
+    folder.mkdir(parents=True)
+    args = [
+        need("redis-server"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    with process([*args, "--dir", str(folder)], folder / "redis.log", port=port, what="redis-server"):
+        yield port
+
+
+@contextmanager
+def mitmdump(
+    work: Path,
+    upstream_port: int,
+    scripts: list[str],
+    options: list[str],
+    env: dict[str, str] | None = None,
+    profile: Path | None = None,
+) -> Iterator[int]:
+    """mitmdump in reverse mode with the documented flags, quiet (no per-flow output) as in production;
+    with `profile`, under cProfile (written there when it stops)."""
+    port = free_port()
+    prefix = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else []
+    args = [
+        *prefix,
+        str(BIN / "mitmdump"),
+        "--mode",
+        f"reverse:http://127.0.0.1:{upstream_port}",
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--set",
+        "connection_strategy=lazy",
+        "--set",
+        f"confdir={work / 'mitmproxy'}",
+        "-q",
+    ]
+    for script in scripts:
+        args += ["-s", script]
+    args += options
+    with process(args, work / f"mitmdump-{port}.log", env=env, port=port, what="mitmdump"):
+        yield port
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    non_2xx: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(f"unexpected latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(
+    url: str,
+    seconds: float,
+    *,
+    connections: int = 16,
+    threads: int = 1,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    work: Path,
+) -> WrkResult:
+    """Run wrk for `seconds` (bounded: killed after seconds + 30) and parse its summary."""
+    script = work / f"wrk-{method}.lua"
+    script.write_text(f'wrk.method = "{method}"\n')
+    args = [
+        need("wrk"),
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--latency",
+    ]
+    args += ["-s", str(script)]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run(
+        [*args, url], capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non_2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return WrkResult(requests, rps, p50, p99, errors, int(non_2xx_match.group(1)) if non_2xx_match else 0)

@@ -1,0 +1,41 @@
+"""`make bench` keeps working: its quick mode runs every scenario end to end (seconds, not minutes)
+and writes the table, the JSON, the chart and BENCHMARKS.md. No figure is asserted on wall-clock
+speed; the accuracy figure is, because it is not a matter of speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "bench/run.py", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((tmp_path / "bench" / "results" / "latest.json").read_text())
+    scenarios = report["scenarios"]
+    assert set(scenarios) >= {"bare", "session", "admit-redis", "waiting", "ratelimit-refused", "counter-put"}
+    for name, row in scenarios.items():
+        assert row["rps"] > 0, name
+        assert row["errors"] == 0, name
+    assert scenarios["admit-redis"]["redis_calls_per_request"] == pytest.approx(1.0, abs=0.05)
+    assert scenarios["ratelimit-refused"]["redis_calls_per_request"] == 0  # the over-limit cache
+    assert report["accuracy"]["waitroom_4_replicas"]["over_admission_pct"] == 0
+    assert report["accuracy"]["haproxy_2_instances"]["over_admission_pct"] > 50  # per-instance tables
+    assert (tmp_path / "bench" / "results" / "ratios.png").read_bytes()[:4] == b"\x89PNG"
+    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| target | measured |" in markdown
+    assert "make bench" in markdown
