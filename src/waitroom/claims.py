@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,9 @@ class ClaimVerifier:
             )
         return self._public_key
 
-    def claim(self, header_value: str | None, name: str) -> ClaimResult:
+    def claim(self, header_value: str | None, name: str, now: float | None = None) -> ClaimResult:
+        """The claim `name` of the bearer token in `header_value`, if the token is valid at `now`
+        (the decision's clock: the recorded time when flows are replayed; default the real time)."""
         token = (header_value or "").strip()
         if token[:7].lower() == "bearer ":
             token = token[7:].strip()
@@ -102,21 +105,43 @@ class ClaimVerifier:
                 algorithms=[alg],
                 audience=self.config.audience,
                 issuer=self.config.issuer,
-                leeway=self.config.leeway,
-                options={"verify_aud": self.config.audience is not None},
+                options={
+                    "verify_aud": self.config.audience is not None,
+                    # Times are checked below against the decision's clock, not the wall clock.
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
-        except pyjwt.ExpiredSignatureError:
-            return ClaimResult(None, "expired")
         except (pyjwt.InvalidSignatureError, pyjwt.InvalidKeyError):
             return ClaimResult(None, "signature")
         except pyjwt.PyJWTError:
             return ClaimResult(None, "invalid")
         except (ValueError, TypeError):  # a key of the wrong family for the algorithm
             return ClaimResult(None, "signature")
+        times = _times_valid(payload, time.time() if now is None else now, self.config.leeway)
+        if times != "ok":
+            return ClaimResult(None, times)
         value = payload.get(name)
         if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
             return ClaimResult(None, "claim")
         return ClaimResult(str(value), "ok")
+
+
+def _times_valid(payload: Mapping[str, Any], now: float, leeway: float) -> str:
+    """`exp`, `nbf` and `iat` as PyJWT checks them, at `now`: "ok", "expired" or "invalid"."""
+    for field in ("exp", "nbf", "iat"):
+        value = payload.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return "invalid"
+    exp, nbf, iat = payload.get("exp"), payload.get("nbf"), payload.get("iat")
+    if exp is not None and exp <= now - leeway:
+        return "expired"
+    if nbf is not None and nbf > now + leeway:
+        return "invalid"
+    if iat is not None and iat > now + leeway:
+        return "invalid"
+    return "ok"
 
 
 def _pem_to_jwk(pem: str) -> dict[str, Any]:

@@ -124,7 +124,7 @@ class RateLimiter:
         if self.verifier is None:
             return None, "no_jwt_config"
         auth = facts.header(self.verifier.config.header)
-        claim = self.verifier.claim(auth, name)
+        claim = self.verifier.claim(auth, name, self.clock())
         return claim.value, claim.reason
 
     def checks(self, facts: RequestFacts) -> tuple[list[RateCheck], list[RateLimitConfig], list[str]]:

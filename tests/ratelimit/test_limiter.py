@@ -216,6 +216,14 @@ def test_jwt_claims(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
         return result.reason
 
     assert reason(hs, pyjwt.encode({**good, "exp": now - 60}, HS_SECRET, "HS256")) == "expired"
+    # Validity is judged at the decision's clock (the recorded time when flows are replayed).
+    old_token = "Bearer " + pyjwt.encode({**good, "exp": now - 3600}, HS_SECRET, "HS256")
+    assert hs.claim(old_token, "company_id", now=now - 3700).value == "acme"
+    assert hs.claim(old_token, "company_id", now=now - 3594).reason == "expired"  # past exp + leeway
+    early = "Bearer " + pyjwt.encode({**good, "nbf": now + 3600, "exp": now + 7200}, HS_SECRET, "HS256")
+    assert hs.claim(early, "company_id", now=now + 3600).value == "acme"
+    assert hs.claim(early, "company_id", now=now).reason == "invalid"
+    assert reason(hs, pyjwt.encode({**good, "exp": "soon"}, HS_SECRET, "HS256")) == "invalid"
     assert reason(hs, pyjwt.encode({**good, "nbf": now + 60}, HS_SECRET, "HS256")) == "invalid"
     assert reason(hs, pyjwt.encode({**good, "aud": "other"}, HS_SECRET, "HS256")) == "invalid"
     assert reason(hs, pyjwt.encode(good, "wrong-secret-0123456789abcdef01", "HS256")) == "signature"
