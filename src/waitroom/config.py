@@ -90,6 +90,11 @@ class StoreConfig(_Model):
     """How many proxy replicas share the store; `on_error: local` divides limits by it."""
     breaker: BreakerConfig = BreakerConfig()
 
+    def local_replicas(self, live: int | None) -> int:
+        """What `on_error: local` divides limits by: the ready replicas that cluster discovery
+        counted when it knows them (see kube.py), else the fixed `replicas`; never less than 1."""
+        return max(1, live) if live else self.replicas
+
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
@@ -233,6 +238,28 @@ class AdminConfig(_Model):
     """On SIGTERM: /readyz turns 503 at once, requests in flight get this long to finish, then exit."""
 
 
+_DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+"""A Kubernetes object name of the DNS-1123 label kind: Services and namespaces."""
+
+
+class ClusterConfig(_Model):
+    """Cluster awareness (kube.py): nothing of it runs outside a Kubernetes pod."""
+
+    discover_replicas: bool = False
+    """Count the proxy's ready replicas from its Service's EndpointSlices; `on_error: local` divides
+    limits by that live count instead of the fixed `store.replicas` (which stays the fallback)."""
+    service: str | None = Field(None, pattern=_DNS_LABEL)
+    """The proxy's own Service, whose EndpointSlices are watched."""
+    namespace: str | None = Field(None, pattern=_DNS_LABEL)
+    """The Service's namespace; empty: the pod's own."""
+
+    @model_validator(mode="after")
+    def _service_named(self) -> Self:
+        if self.discover_replicas and not self.service:
+            raise ValueError("cluster.service: discover_replicas needs the name of the proxy's own Service")
+        return self
+
+
 class DecisionLogConfig(_Model):
     format: Literal["off", "json"] = "off"
     """`json`: one JSON line per sampled decision on the log (never cookies, tokens or queries)."""
@@ -250,6 +277,7 @@ class Config(_Model):
     jwt: JWTConfig | None = None
     admin: AdminConfig = AdminConfig()
     decision_log: DecisionLogConfig = DecisionLogConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")
     def _unique_rooms(self) -> Self:
@@ -285,7 +313,7 @@ def _one_line(error: ValidationError) -> str:
     first = error.errors(include_url=False)[0]
     message = first["msg"].removeprefix("Value error, ")
     where = _field_path(first["loc"])
-    if message.startswith(("rooms[", "rate_limits[")):  # model-level errors name their own field
+    if message.startswith(("rooms[", "rate_limits[", "cluster.")):  # model-level errors name their field
         return message
     return f"{where}: {message}" if where else message
 
