@@ -7,10 +7,13 @@ not silently turn a protection off), and every error names the field it is about
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -89,6 +92,17 @@ class StoreConfig(_Model):
     replicas: int = Field(1, ge=1, le=10_000)
     """How many proxy replicas share the store; `on_error: local` divides limits by it."""
     breaker: BreakerConfig = BreakerConfig()
+    password_env: str = Field("WAITROOM_REDIS_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable holding the Redis password for a `url` that carries none, so that the
+    config file (a ConfigMap) holds no secret."""
+
+    def url_with_password(self, environ: Mapping[str, str] = os.environ) -> str:
+        """`url`, with the password from `password_env` when it is set and the URL has no credentials."""
+        password = environ.get(self.password_env)
+        parts = urlsplit(self.url)
+        if not password or self.url.startswith("memory://") or "@" in parts.netloc:
+            return self.url
+        return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
 
     def local_replicas(self, live: int | None) -> int:
         """What `on_error: local` divides limits by: the ready replicas that cluster discovery

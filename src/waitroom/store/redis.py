@@ -121,7 +121,7 @@ class RedisStore:
 
     @classmethod
     def from_config(cls, config: StoreConfig, clock: Clock | None = None) -> RedisStore:
-        return cls(client_from_url(config.url, config.timeout), config.key_prefix, clock)
+        return cls(client_from_url(config.url_with_password(), config.timeout), config.key_prefix, clock)
 
     def room_keys(self, room: str) -> list[str]:
         tag = f"{self._prefix}:{{room:{room}}}"
