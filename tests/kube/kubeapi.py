@@ -100,6 +100,18 @@ async def kube_api() -> AsyncIterator[Cluster]:
         yield Cluster(emulator, str(server.url).rstrip("/"))
 
 
+def kubeconfig(url: str) -> dict[str, object]:
+    """A kubeconfig for the emulator: what KUBECONFIG points the proxy at in the tests."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "mock", "cluster": {"server": url}}],
+        "users": [{"name": "proxy", "user": {"token": "not-checked"}}],
+        "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "proxy"}}],
+        "current-context": "mock",
+    }
+
+
 def discovery_client(url: str) -> client.DiscoveryV1Api:
     configuration = client.Configuration()
     configuration.host = url

@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import SECRET, StartProxy
-from tests.kube.kubeapi import NAMESPACE, SERVICE, Cluster, endpoint_slice, kube_api
-from tests.kube.test_replica_watch import _kubeconfig
+from tests.kube.kubeapi import NAMESPACE, SERVICE, Cluster, endpoint_slice, kube_api, kubeconfig
 from tests.support import Upstream, free_port
 
 pytestmark = pytest.mark.e2e
@@ -74,13 +73,13 @@ async def test_local_limits_follow_the_discovered_replicas(
     cluster: Cluster, start_proxy: StartProxy, upstream: Upstream, tmp_path: Path
 ) -> None:
     await cluster.put(endpoint_slice("waitroom-a", {"p1": True, "p2": True, "p3": True}))
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(_kubeconfig(cluster.url)))
+    config_file = tmp_path / "kubeconfig"
+    config_file.write_text(yaml.safe_dump(kubeconfig(cluster.url)))
     admin_port = free_port()
     env = {
         "WAITROOM_SECRET": SECRET,
         "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-        "KUBECONFIG": str(kubeconfig),
+        "KUBECONFIG": str(config_file),
         "POD_NAMESPACE": NAMESPACE,
     }
     proxy = await asyncio.to_thread(start_proxy, config_text(admin_port), upstream.url, env=env)

@@ -143,6 +143,8 @@ class Container:
     proc: subprocess.Popen[bytes]
     log: Path
     port: int
+    image_files: dict[str, tuple[int, int]]
+    """The image's files (size, mtime) as laid out, before the command ran."""
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -156,6 +158,10 @@ class Container:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         return self.proc.returncode
+
+
+def files_under(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
 
 
 def image_command(dockerfile: Dockerfile, app: Path) -> list[str]:
@@ -185,6 +191,7 @@ def image_env(dockerfile: Dockerfile, app: Path, home: Path, **overrides: str) -
 
 def start(dockerfile: Dockerfile, tmp_path: Path, **overrides: str) -> Container:
     app = lay_out_app(dockerfile, tmp_path / "image")
+    image_files = files_under(tmp_path / "image")
     home = tmp_path / "tmp"
     home.mkdir()
     port = free_port()
@@ -194,7 +201,7 @@ def start(dockerfile: Dockerfile, tmp_path: Path, **overrides: str) -> Container
         proc = subprocess.Popen(
             image_command(dockerfile, app), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=app
         )
-    container = Container(proc, log, port)
+    container = Container(proc, log, port, image_files)
 
     def listening() -> bool:
         if proc.poll() is not None:
@@ -257,9 +264,12 @@ def test_the_image_command_proxies_and_answers_readyz(
         assert ready.status_code == 200
         assert ready.json()["ready"] is True
         assert httpx.get(admin + "/healthz", timeout=5).status_code == 200
-        assert (tmp_path / "tmp" / "mitmproxy").is_dir()  # mitmproxy wrote only under the confdir
+        assert (tmp_path / "tmp" / "mitmproxy").is_dir()  # mitmproxy's CA, in the confdir
     finally:
         status = container.stop()
+    # A read-only root filesystem would have refused any write outside /tmp: the image's files
+    # (its /app and the venv stand-in) are exactly as the build left them, no bytecode cache either.
+    assert files_under(tmp_path / "image") == container.image_files
     assert status == 0, container.text()  # SIGTERM reached mitmdump: the drain, then a clean exit
     assert "SIGTERM" in container.text()
 

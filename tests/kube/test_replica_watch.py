@@ -23,6 +23,7 @@ from tests.kube.kubeapi import (
     discovery_client,
     endpoint_slice,
     kube_api,
+    kubeconfig,
 )
 from waitroom.config import parse_config
 from waitroom.decide import Decider, Outcome
@@ -279,11 +280,11 @@ async def test_in_a_cluster_it_watches_with_the_configured_credentials(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     await cluster.put(endpoint_slice("w-a", {"p1": True, "p2": True}))
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(_kubeconfig(cluster.url)))
+    config_file = tmp_path / "kubeconfig"
+    config_file.write_text(yaml.safe_dump(kubeconfig(cluster.url)))
     environ = {
         "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-        "KUBECONFIG": str(kubeconfig),
+        "KUBECONFIG": str(config_file),
         "POD_NAMESPACE": NAMESPACE,
     }
     seen: list[int] = []
@@ -295,17 +296,6 @@ async def test_in_a_cluster_it_watches_with_the_configured_credentials(
         assert seen == [2]
     finally:
         assert await asyncio.to_thread(watcher.stop, 5)
-
-
-def _kubeconfig(url: str) -> dict[str, object]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "mock", "cluster": {"server": url}}],
-        "users": [{"name": "proxy", "user": {"token": "not-checked"}}],
-        "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "proxy"}}],
-        "current-context": "mock",
-    }
 
 
 # --- the decisions use the live count ---------------------------------------------------------
