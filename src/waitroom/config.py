@@ -7,10 +7,13 @@ not silently turn a protection off), and every error names the field it is about
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -89,6 +92,22 @@ class StoreConfig(_Model):
     replicas: int = Field(1, ge=1, le=10_000)
     """How many proxy replicas share the store; `on_error: local` divides limits by it."""
     breaker: BreakerConfig = BreakerConfig()
+    password_env: str = Field("WAITROOM_REDIS_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable holding the Redis password for a `url` that carries none, so that the
+    config file (a ConfigMap) holds no secret."""
+
+    def url_with_password(self, environ: Mapping[str, str] = os.environ) -> str:
+        """`url`, with the password from `password_env` when it is set and the URL has no credentials."""
+        password = environ.get(self.password_env)
+        parts = urlsplit(self.url)
+        if not password or self.url.startswith("memory://") or "@" in parts.netloc:
+            return self.url
+        return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
+
+    def local_replicas(self, live: int | None) -> int:
+        """What `on_error: local` divides limits by: the ready replicas that cluster discovery
+        counted when it knows them (see kube.py), else the fixed `replicas`; never less than 1."""
+        return max(1, live) if live else self.replicas
 
     @field_validator("url")
     @classmethod
@@ -233,6 +252,28 @@ class AdminConfig(_Model):
     """On SIGTERM: /readyz turns 503 at once, requests in flight get this long to finish, then exit."""
 
 
+_DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+"""A Kubernetes object name of the DNS-1123 label kind: Services and namespaces."""
+
+
+class ClusterConfig(_Model):
+    """Cluster awareness (kube.py): nothing of it runs outside a Kubernetes pod."""
+
+    discover_replicas: bool = False
+    """Count the proxy's ready replicas from its Service's EndpointSlices; `on_error: local` divides
+    limits by that live count instead of the fixed `store.replicas` (which stays the fallback)."""
+    service: str | None = Field(None, pattern=_DNS_LABEL)
+    """The proxy's own Service, whose EndpointSlices are watched."""
+    namespace: str | None = Field(None, pattern=_DNS_LABEL)
+    """The Service's namespace; empty: the pod's own."""
+
+    @model_validator(mode="after")
+    def _service_named(self) -> Self:
+        if self.discover_replicas and not self.service:
+            raise ValueError("cluster.service: discover_replicas needs the name of the proxy's own Service")
+        return self
+
+
 class DecisionLogConfig(_Model):
     format: Literal["off", "json"] = "off"
     """`json`: one JSON line per sampled decision on the log (never cookies, tokens or queries)."""
@@ -250,6 +291,7 @@ class Config(_Model):
     jwt: JWTConfig | None = None
     admin: AdminConfig = AdminConfig()
     decision_log: DecisionLogConfig = DecisionLogConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")
     def _unique_rooms(self) -> Self:
@@ -285,7 +327,7 @@ def _one_line(error: ValidationError) -> str:
     first = error.errors(include_url=False)[0]
     message = first["msg"].removeprefix("Value error, ")
     where = _field_path(first["loc"])
-    if message.startswith(("rooms[", "rate_limits[")):  # model-level errors name their own field
+    if message.startswith(("rooms[", "rate_limits[", "cluster.")):  # model-level errors name their field
         return message
     return f"{where}: {message}" if where else message
 

@@ -67,9 +67,25 @@ def room_policy(room: RoomConfig, replicas: int = 1) -> RoomPolicy:
     )
 
 
+LiveReplicas = Callable[[], int | None]
+"""The ready replicas that cluster discovery counted right now, or None when it does not know."""
+
+
+def _unknown() -> int | None:
+    return None
+
+
 class Decider:
-    def __init__(self, config: Config, store: Store, codec: SessionCodec, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        codec: SessionCodec,
+        clock: Clock,
+        live_replicas: LiveReplicas = _unknown,
+    ) -> None:
         self.config = config
+        self.live_replicas = live_replicas
         self.store = store
         self.codec = codec
         self.clock = clock
@@ -135,5 +151,5 @@ class Decider:
             return Admission(False, now + math.ceil(room.retry_after), False, now), policy
         if self._local is None:
             self._local = MemoryStore(self.clock)
-        policy_here = room_policy(room, store_config.replicas)
+        policy_here = room_policy(room, store_config.local_replicas(self.live_replicas()))
         return await self._local.admit(policy_here, session_id), policy

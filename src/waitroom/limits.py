@@ -77,8 +77,17 @@ def _hash(value: str) -> str:
 
 
 class RateLimiter:
-    def __init__(self, config: Config, store: Store, verifier: ClaimVerifier | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        verifier: ClaimVerifier | None,
+        clock: Clock,
+        live_replicas: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self.config = config
+        self.live_replicas = live_replicas
+        """The ready replicas cluster discovery counts (None: unknown); see decide.LiveReplicas."""
         self.rules = config.rate_limits
         self.store = store
         self.verifier = verifier
@@ -203,7 +212,7 @@ class RateLimiter:
             return [RateResult(c.shadow, 0, c.per) for c in checks], policy
         if self._local is None:
             self._local = MemoryStore(self.clock)
-        replicas = self.config.store.replicas
+        replicas = self.config.store.local_replicas(self.live_replicas())
         local = [
             RateCheck(c.rule, c.key, c.algorithm, max(1, c.limit // replicas), c.per, c.burst, c.shadow)
             for c in checks

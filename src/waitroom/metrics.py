@@ -154,6 +154,12 @@ class Metrics:
             "waitroom_ready", "1 when /readyz answers 200 (config loaded, not draining).", registry=registry
         )
         self.inflight = Gauge("waitroom_inflight_requests", "Requests being handled now.", registry=registry)
+        self.replicas = Gauge(
+            "waitroom_replicas",
+            "What on_error: local divides limits by: the ready replicas counted in the cluster "
+            "(cluster.discover_replicas), else store.replicas.",
+            registry=registry,
+        )
 
 
 METRICS = Metrics()

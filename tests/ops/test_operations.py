@@ -137,6 +137,7 @@ def test_health_and_readiness(start_proxy: StartProxy, upstream: Upstream, redis
         "store": "ok",
         "draining": False,
         "store_url": "redis://",
+        "replicas": 1,  # what `on_error: local` divides limits by (store.replicas outside a cluster)
     }
     redis_server.stop()
     for _ in range(4):  # the breaker opens after 3 failures; `local` decides meanwhile

@@ -94,4 +94,4 @@ def open_counts(config: StoreConfig, timeout: float) -> Counts:
         return MemoryCounts()
     from waitroom.store.redis import client_from_url
 
-    return RedisCounts(client_from_url(config.url, timeout), config.key_prefix, timeout)
+    return RedisCounts(client_from_url(config.url_with_password(), timeout), config.key_prefix, timeout)

@@ -131,7 +131,7 @@ class RedisStore:
 
     @classmethod
     def from_config(cls, config: StoreConfig, clock: Clock | None = None) -> RedisStore:
-        return cls.for_url(config.url, config.timeout, config.key_prefix, clock)
+        return cls.for_url(config.url_with_password(), config.timeout, config.key_prefix, clock)
 
     @classmethod
     def for_url(cls, url: str, timeout: float, key_prefix: str, clock: Clock | None = None) -> RedisStore:

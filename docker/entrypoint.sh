@@ -1,0 +1,64 @@
+#!/bin/sh
+# The image's entry point: mitmdump in reverse mode in front of $UPSTREAM, with the wait room
+# (WAITROOM_MODE=proxy, the default), the request counter alone (counter: the demo workload) or
+# both in one process (demo, as `make run`). Arguments are appended to mitmdump's command line
+# (e.g. `--set flow_detail=1`). Every path can be moved by the environment, so the tests run this
+# very script against the repository.
+#
+#   UPSTREAM           the service to protect, e.g. http://shop.default.svc.cluster.local:8080
+#                      (required for proxy and demo; the counter never contacts it)
+#   LISTEN_HOST        default 0.0.0.0          LISTEN_PORT  default 8080
+#   WAITROOM_CONFIG    default /etc/waitroom/waitroom.yaml (a ConfigMap mounted as a volume;
+#                      it is reloaded when its bytes change)
+#   KEEP_HOST_HEADER   default false: the upstream gets its own host name in Host, which is what a
+#                      mesh sidecar routes by; true passes the visitor's Host (rooms with match.host)
+#   BODY_SIZE_LIMIT    default 10m: mitmproxy refuses larger request bodies with 413 before buffering
+#   FLOW_DETAIL        default 0: no line per request (metrics and decision logs say more)
+#   MITMPROXY_CONFDIR  default /tmp/mitmproxy: mitmproxy writes its CA there at start, so it must be
+#                      writable (an emptyDir at /tmp when the root filesystem is read-only)
+#   WAITROOM_HOME      default /app: where addons/ lives       MITMDUMP  default mitmdump (on PATH)
+#   WAITROOM_SECRET, WAITROOM_ADMIN_TOKEN, WAITROOM_JWT_SECRET: read by the addon, never logged.
+set -eu
+
+mode=${WAITROOM_MODE:-proxy}
+home=${WAITROOM_HOME:-/app}
+
+case "$mode" in
+  proxy|demo)
+    if [ -z "${UPSTREAM:-}" ]; then
+      echo "entrypoint: set UPSTREAM to the service to protect, e.g. http://shop:8080" >&2
+      exit 64
+    fi ;;
+  counter)
+    UPSTREAM=${UPSTREAM:-http://127.0.0.1:9} ;;  # the counter answers everything itself
+  *)
+    echo "entrypoint: WAITROOM_MODE must be proxy, counter or demo (got '$mode')" >&2
+    exit 64 ;;
+esac
+
+confdir=${MITMPROXY_CONFDIR:-/tmp/mitmproxy}
+mkdir -p "$confdir"
+
+# Prepended, so that the container's own arguments come last and can override any of these.
+case "$mode" in
+  proxy)   set -- -s "$home/addons/waitroom.py" \
+             --set "waitroom_config=${WAITROOM_CONFIG:-/etc/waitroom/waitroom.yaml}" "$@" ;;
+  counter) set -- -s "$home/addons/counter.py" "$@" ;;
+  demo)    set -- -s "$home/addons/waitroom.py" \
+             --set "waitroom_config=${WAITROOM_CONFIG:-$home/config/waitroom.yaml}" \
+             -s "$home/addons/counter.py" "$@" ;;
+esac
+set -- \
+  --mode "reverse:$UPSTREAM" \
+  --listen-host "${LISTEN_HOST:-0.0.0.0}" \
+  --listen-port "${LISTEN_PORT:-8080}" \
+  --set connection_strategy=lazy \
+  --set block_global=false \
+  --set "keep_host_header=${KEEP_HOST_HEADER:-false}" \
+  --set "body_size_limit=${BODY_SIZE_LIMIT:-10m}" \
+  --set "flow_detail=${FLOW_DETAIL:-0}" \
+  --set "confdir=$confdir" \
+  "$@"
+
+# exec: mitmdump becomes the container's main process and gets SIGTERM itself (the wait room's drain).
+exec "${MITMDUMP:-mitmdump}" "$@"
