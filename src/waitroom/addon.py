@@ -444,12 +444,6 @@ class WaitRoom:
 
     # --- hooks on the request path -------------------------------------------------------
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        # In flight from its headers to its response (or error): what a drain waits for.
-        self._inflight.add(flow.id)
-        self._idle.clear()
-        METRICS.inflight.set(len(self._inflight))
-
     def response(self, flow: http.HTTPFlow) -> None:
         self._finished(flow)
         if self._replay and not flow.live:
@@ -471,6 +465,11 @@ class WaitRoom:
             log.info("%s", json.dumps(entry, separators=(",", ":")))
 
     async def request(self, flow: http.HTTPFlow) -> None:
+        # In flight from here to its response (or error): what a drain waits for. (Not from
+        # requestheaders: one hook less per request, and a body still uploading has no answer yet.)
+        self._inflight.add(flow.id)
+        self._idle.clear()
+        METRICS.inflight.set(len(self._inflight))
         if not flow.live:
             if self._replay:
                 await self._replayed_request(flow)

@@ -74,12 +74,20 @@ def keys_from_environment() -> list[bytes] | None:
     return None if secret is None else keys_from_secret(secret)
 
 
+VERIFIED_CACHE_SIZE = 50_000
+"""Genuine tokens remembered per process (about 200 bytes each)."""
+
+
 class SessionCodec:
     def __init__(self, keys: list[bytes], ttl: float) -> None:
         if not keys:
             raise SecretError("at least one signing key is needed")
         self._keys = keys
         self._ttl = max(1, int(ttl))
+        self._verified: dict[str, Session] = {}
+        """Genuine tokens already checked: a returning visitor sends the same cookie on every
+        request, and its HMAC need not be computed again. Only genuine tokens are kept, so
+        garbage cannot fill it; it is per codec, so a key rotation (a new codec) starts afresh."""
 
     @property
     def ttl(self) -> int:
@@ -110,6 +118,20 @@ class SessionCodec:
 
     def verify(self, token: str | None, room: str, now: float) -> Session | None:
         """The session in `token` if it is genuine, for `room`, and not expired; else None."""
+        session = self._verified.get(token) if token else None
+        if session is None:
+            session = self._genuine(token)
+            if session is None:
+                return None
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = session  # type: ignore[index]
+        if session.room != room or session.expires_at <= now:
+            return None
+        return session
+
+    def _genuine(self, token: str | None) -> Session | None:
+        """The session a token carries if one of our keys signed it (expiry not checked)."""
         if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
             return None
         payload_text, signature_text = token.split(".")
@@ -129,6 +151,4 @@ class SessionCodec:
             session = Session(token_room, session_id, int(issued), int(expires))
         except ValueError:  # also UnicodeDecodeError: a genuine key signed something else
             return None
-        if version != VERSION or session.room != room or session.expires_at <= now:
-            return None
-        return session
+        return session if version == VERSION else None
