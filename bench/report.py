@@ -96,12 +96,15 @@ def markdown(report: dict[str, Any]) -> str:
 
 What waitroom costs, measured by `make bench` ([`bench/run.py`](bench/run.py)) on {m["date"]}:
 {m["cpus"]} CPUs ({m["cpu"]}), {m["platform"]}, Python {m["python"]}, mitmproxy {m["mitmproxy"]},
-{m["redis"]}, {m["wrk"]}. Everything runs on loopback: nginx as the upstream, a private
+{m["redis"].split(" sha=")[0]}, {m["wrk"].split(" Copyright")[0]}.
+Everything runs on loopback: nginx as the upstream, a private
 `redis-server`, `wrk` with 16 connections for {report["seconds"]:g} s per run, {report["rounds"]} rounds
 interleaved (medians). Throughput is a **ratio to bare mitmdump in the same run** (the wait page:
 to mitmproxy answering a fixed page of the same size itself, the shedding ceiling); latency is what
 waitroom adds to bare mitmdump's p50/p99. Decision µs is the mean time of one decision from the
-proxy's own histogram; Redis calls per request from Redis's command statistics.
+proxy's own histogram, measured in a separate run with one connection (under load every await also
+waits for other requests in the event loop); decision p99 is the histogram bucket bound below which
+99% of them fall (an upper estimate). Redis calls per request are the proxy's own round trips.
 
 ![throughput ratios](bench/results/ratios.png)
 
