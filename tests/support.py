@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 REPO = Path(__file__).resolve().parents[1]
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
@@ -230,10 +232,32 @@ class RedisServer:
             raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text(errors='replace')}")
         with contextlib.suppress(redis.RedisError, OSError):
             return bool(self.client().ping())
-        return False
+        return self._answers_with_auth()
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=1)
+    def _answers_with_auth(self) -> bool:
+        """A server started with --requirepass answers NOAUTH: up, but locked."""
+        try:
+            self.client().ping()
+        except redis.AuthenticationError:
+            return True
+        except (redis.RedisError, OSError) as e:
+            return "NOAUTH" in str(e) or "Authentication required" in str(e)
+        return True
+
+    def client(self, password: str | None = None) -> redis.Redis:
+        # No retries: redis-py 6 retries failed connections with backoff by default, which turns
+        # every probe of a server that is starting (or locked by a password) into seconds.
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=password,
+            socket_timeout=2,
+            socket_connect_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    def client_with(self, password: str) -> redis.Redis:
+        return self.client(password)
 
     def kill(self) -> None:
         """SIGKILL: a crash, not a shutdown."""
@@ -315,3 +339,60 @@ def running(*things: Mitmdump | RedisServer | RedisCluster | Upstream) -> Iterat
                 thing.close()
             else:
                 thing.stop()
+
+
+class RedisSentinel:
+    """A master, a replica and one sentinel watching them as `mymaster` (quorum 1)."""
+
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        self.master = RedisServer(workdir, extra=auth)
+        self.replica = RedisServer(workdir, extra=[*auth, "--replicaof", "127.0.0.1", str(self.master.port)])
+        self.port = free_port()
+        self.dir = workdir / f"sentinel-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "sentinel.conf"
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {self.dir}",
+            f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 1",
+            "sentinel down-after-milliseconds mymaster 1000",
+            "sentinel failover-timeout mymaster 5000",
+        ]
+        if password:
+            lines.append(f"sentinel auth-pass mymaster {password}")
+        conf.write_text("\n".join(lines) + "\n")
+        binary = shutil.which("redis-server") or "redis-server"
+        log = open(self.dir / "sentinel.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._log = log
+        self.proc = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._master_port() == self.master.port, 20, "the sentinel to know its master")
+
+    def _master_port(self) -> int | None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            client = redis.Redis(
+                host="127.0.0.1", port=self.port, socket_timeout=1, retry=Retry(NoBackoff(), 0)
+            )
+            host_port = client.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster")
+            return int(host_port[1]) if host_port else None
+        return None
+
+    def url(self, password: str | None = None) -> str:
+        auth = f":{password}@" if password else ""
+        return f"redis+sentinel://{auth}127.0.0.1:{self.port}/mymaster/0"
+
+    def fail_over(self) -> None:
+        """Kill the master; wait until the sentinel has promoted the replica."""
+        self.master.kill()
+        wait_for(
+            lambda: self._master_port() == self.replica.port, 30, "the sentinel's failover", interval=0.2
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self._log.close()
+        self.replica.stop()
+        self.master.stop()

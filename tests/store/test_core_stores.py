@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import RedisCluster, RedisServer
+from tests.support import RedisCluster, RedisSentinel, RedisServer, wait_for
 from waitroom.config import parse_config
 from waitroom.decide import Decider, Outcome
 from waitroom.sessions import SessionCodec, keys_from_secret
@@ -306,3 +306,31 @@ async def test_contract_room_state_unblock_and_overrides(store_and_clock: tuple[
     await store.set_overrides({"room:ops:mode": "queue-all", "rule:api:limit": "5"})
     await store.set_overrides({"room:ops:mode": None, "room:ops:new_sessions": "7"})
     assert await store.overrides() == {"rule:api:limit": "5", "room:ops:new_sessions": "7"}
+
+
+async def test_sentinel_url_follows_a_failover(tmp_path: Path) -> None:
+    """`redis+sentinel://`: the store finds the master through the sentinel, with the data node's
+    password, and after the master dies it finds the promoted replica by itself."""
+    sentinel = RedisSentinel(tmp_path, password="sentinel-test-pass")
+    try:
+        store = guarded(sentinel.url("sentinel-test-pass"), timeout=1.0, failures=100)
+        room = RoomPolicy("s", 100, 60.0, 0.0)
+        assert (await store.admit(room, "a")).admitted
+        wait_for(
+            lambda: sentinel.replica.client_with("sentinel-test-pass").zcard("waitroom:{room:s}:log") == 1,
+            10,
+            "replication",
+        )
+        sentinel.fail_over()
+        answers = []
+        for i in range(40):  # the first calls may meet the dead master; then the new one answers
+            try:
+                answers.append((await store.admit(room, f"b{i}")).admitted)
+                break
+            except StoreError:
+                await asyncio.sleep(0.25)
+        assert answers == [True]
+        assert await store.room_state(room) == RoomState(2, 0.0)  # the replica had the first admission
+        await store.close()
+    finally:
+        sentinel.stop()
