@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import RedisCluster, RedisSentinel, RedisServer, wait_for
+from tests.support import RedisCluster, RedisSentinel, RedisServer, free_port, wait_for
 from waitroom.config import parse_config
 from waitroom.decide import Decider, Outcome
 from waitroom.sessions import SessionCodec, keys_from_secret
@@ -334,3 +334,96 @@ async def test_sentinel_url_follows_a_failover(tmp_path: Path) -> None:
         await store.close()
     finally:
         sentinel.stop()
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 it signed: (ca.pem, server.pem, server.key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: str,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+            )
+        )
+        if ca:
+            usage = dict.fromkeys(
+                ["digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+                 "key_agreement", "encipher_only", "decipher_only"], False,
+            )  # fmt: skip
+            builder = builder.add_extension(
+                x509.KeyUsage(key_cert_sign=True, crl_sign=True, **usage), critical=True
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    files = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    files[0].write_bytes(
+        cert("test CA", ca_key, "test CA", ca_key, True).public_bytes(serialization.Encoding.PEM)
+    )
+    files[1].write_bytes(
+        cert("127.0.0.1", server_key, "test CA", ca_key, False).public_bytes(serialization.Encoding.PEM)
+    )
+    files[2].write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return files
+
+
+async def test_rediss_url_verifies_the_server(tmp_path: Path) -> None:
+    """`rediss://`: TLS to Redis, the server's certificate checked against the given CA."""
+    ca, server_cert, server_key = _tls_files(tmp_path)
+    tls_port = free_port()
+    server = RedisServer(
+        tmp_path,
+        extra=[
+            "--tls-port", str(tls_port),
+            "--tls-cert-file", str(server_cert),
+            "--tls-key-file", str(server_key),
+            "--tls-ca-cert-file", str(ca),
+            "--tls-auth-clients", "no",
+        ],
+    )  # fmt: skip
+    try:
+        room = RoomPolicy("tls", 5, 60.0, 0.0)
+        store = guarded(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}", timeout=2.0)
+        assert (await store.admit(room, "a")).admitted
+        assert server.client().zcard("waitroom:{room:tls}:log") == 1  # it really went to that server
+        await store.close()
+        # Without our CA the certificate does not verify: the store refuses, the policy decides.
+        unverified = guarded(f"rediss://127.0.0.1:{tls_port}/0", timeout=2.0)
+        with pytest.raises(StoreError):
+            await unverified.admit(room, "b")
+        await unverified.close()
+    finally:
+        server.stop()
