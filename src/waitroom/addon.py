@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
@@ -65,6 +67,22 @@ _SET_COOKIE_KEY = "waitroom.set_cookie"
 _EXTRA_HEADERS_KEY = "waitroom.response_headers"
 _DECISION_LOG_KEY = "waitroom.decision_log"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The request path's metric series, looked up once: prometheus-client's labels() takes a lock and
+# builds a key on every call.
+_ROOM_DECISIONS = METRICS.decision_duration.labels("room")
+_LIMIT_DECISIONS = METRICS.decision_duration.labels("rate_limit")
+
+
+@functools.cache
+def _room_requests(room: str, outcome: str) -> Any:
+    return METRICS.room_requests.labels(room, outcome)  # room names come from the config: bounded
+
+
+@functools.cache
+def _rate_limit_requests(rule: str, outcome: str) -> Any:
+    return METRICS.rate_limit_requests.labels(rule, outcome)
+
+
 WATCH_INTERVAL = 1.0
 """Seconds between two looks at the config file (a Kubernetes ConfigMap update is a file change)."""
 
@@ -128,6 +146,7 @@ class WaitRoom:
         self._cluster: ReplicaWatcher | None = None
         self._cluster_place: tuple[str, str | None] | None = None
         self._inflight: set[str] = set()
+        METRICS.inflight.set_function(lambda: len(self._inflight))  # read at scrape time, not per request
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -456,7 +475,6 @@ class WaitRoom:
 
     def _finished(self, flow: http.HTTPFlow) -> None:
         self._inflight.discard(flow.id)
-        METRICS.inflight.set(len(self._inflight))
         if not self._inflight:
             self._idle.set()
         entry = flow.metadata.pop(_DECISION_LOG_KEY, None)
@@ -469,7 +487,6 @@ class WaitRoom:
         # requestheaders: one hook less per request, and a body still uploading has no answer yet.)
         self._inflight.add(flow.id)
         self._idle.clear()
-        METRICS.inflight.set(len(self._inflight))
         if not flow.live:
             if self._replay:
                 await self._replayed_request(flow)
@@ -514,18 +531,18 @@ class WaitRoom:
                     RequestFacts(host, path, req.method, _peer(flow), req.headers.get)
                 )
                 if limit.outcome is not LimitOutcome.NONE:
-                    METRICS.decision_duration.labels("rate_limit").observe(time.perf_counter() - started)
+                    _LIMIT_DECISIONS.observe(time.perf_counter() - started)
                 self._count_limit(limit)
                 self._log_decision(flow, loaded, path, limit=limit)
                 if self._limit(flow, limit):
                     return  # refused or rerouted: no room admission is spent on it
-            if req.method == "OPTIONS":
+            if req.method == "OPTIONS" or not loaded.decider.router.has_rooms:
                 return  # CORS preflights carry no cookies: queueing them would break the real request
             started = time.perf_counter()
             decision = await loaded.decider.decide(host, path, req.cookies.get_all)
             if decision.room is not None:
-                METRICS.decision_duration.labels("room").observe(time.perf_counter() - started)
-                METRICS.room_requests.labels(decision.room.name, decision.outcome.value).inc()
+                _ROOM_DECISIONS.observe(time.perf_counter() - started)
+                _room_requests(decision.room.name, decision.outcome.value).inc()
                 if decision.degraded is not None:
                     METRICS.degraded_decisions.labels(decision.degraded.value).inc()
                 self._log_decision(flow, loaded, path, decision=decision)
@@ -543,9 +560,9 @@ class WaitRoom:
         for rule in limit.shadow_limited:
             METRICS.rate_limit_requests.labels(rule, LimitOutcome.SHADOW_LIMITED.value).inc()
         if limit.rule is not None and limit.outcome is not LimitOutcome.SHADOW_LIMITED:
-            METRICS.rate_limit_requests.labels(limit.rule.name, limit.outcome.value).inc()
+            _rate_limit_requests(limit.rule.name, limit.outcome.value).inc()
         elif limit.rule is not None:  # a shadow refusal beside an allowing enforcing rule
-            METRICS.rate_limit_requests.labels(limit.rule.name, LimitOutcome.ALLOWED.value).inc()
+            _rate_limit_requests(limit.rule.name, LimitOutcome.ALLOWED.value).inc()
 
     def _log_decision(
         self,
