@@ -88,9 +88,17 @@ def markdown(report: dict[str, Any]) -> str:
             "absolute capacity.\n"
         )
         if profile:
+            share = profile.get("hooks_share")
+            if share is not None:
+                notes += (
+                    f"\nIn `{profile['scenario']}`, waitroom's own hooks (request, responseheaders, "
+                    f"response) take {100 * share:.0f}% of the proxy's time under cProfile; the rest "
+                    "is mitmproxy itself: its HTTP layers, and the dispatch of every hook event over "
+                    "all of its ~36 built-in addons, which the profile below shows at the top.\n"
+                )
             notes += (
                 f"\nWhere the time goes in `{profile['scenario']}` (cProfile of the real mitmdump under "
-                "the same load, top functions by own time):\n\n```\n" + profile["text"] + "\n```\n"
+                "the same load):\n\n```\n" + profile["text"] + "\n```\n"
             )
     return f"""# Benchmarks
 
@@ -99,7 +107,8 @@ What waitroom costs, measured by `make bench` ([`bench/run.py`](bench/run.py)) o
 {m["redis"].split(" sha=")[0]}, {m["wrk"].split(" Copyright")[0]}.
 Everything runs on loopback: nginx as the upstream, a private
 `redis-server`, `wrk` with 16 connections for {report["seconds"]:g} s per run, {report["rounds"]} rounds
-interleaved (medians). Throughput is a **ratio to bare mitmdump in the same run** (the wait page:
+interleaved (medians; a ratio is the median of the rounds' ratios, each to the baseline measured in
+the same round). Throughput is a **ratio to bare mitmdump in the same run** (the wait page:
 to mitmproxy answering a fixed page of the same size itself, the shedding ceiling); latency is what
 waitroom adds to bare mitmdump's p50/p99. Decision µs is the mean time of one decision from the
 proxy's own histogram, measured in a separate run with one connection (under load every await also

@@ -225,13 +225,7 @@ def measure(
     scenario: Scenario, work: Path, upstream: int, redis_port: int, seconds: float, into: Measured
 ) -> None:
     with proxy_for(scenario, work, upstream, redis_port) as (url, admin):
-        headers: dict[str, str] = {}
-        with httpx.Client(timeout=10) as client:
-            for _ in range(scenario.prime):
-                client.request(scenario.method, url + scenario.path, headers={"Cookie": ""})
-            if scenario.cookie:
-                first = client.get(url + scenario.path)
-                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in first.cookies.items())
+        headers = prepare(scenario, url)
         wrk(url + scenario.path, 1, method=scenario.method, headers=headers, work=work)  # warm-up
         metrics_before = scrape(admin)
         result = wrk(url + scenario.path, seconds, method=scenario.method, headers=headers, work=work)
@@ -255,8 +249,24 @@ def measure(
             into.decision_p99_ms.append(1000 * quantile(delta, 0.99))
 
 
+def prepare(scenario: Scenario, url: str) -> dict[str, str]:
+    """What the scenario needs before the load: requests that fill the window or start a block, and
+    the session cookie that returning visitors send. Returns the load's request headers."""
+    headers: dict[str, str] = {}
+    with httpx.Client(timeout=10) as client:
+        for _ in range(scenario.prime):
+            client.request(scenario.method, url + scenario.path, headers={"Cookie": ""})
+        if scenario.cookie:
+            first = client.get(url + scenario.path)
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in first.cookies.items())
+    return headers
+
+
 def scrape(admin: int | None) -> str:
     return httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text if admin else ""
+
+
+HOOKS = ("request", "responseheaders", "response", "error")
 
 
 def profile(name: str, work: Path, upstream: int, redis_port: int, seconds: float) -> dict[str, Any]:
@@ -267,7 +277,8 @@ def profile(name: str, work: Path, upstream: int, redis_port: int, seconds: floa
     scenario = next(s for s in SCENARIOS if s.name == name)
     out = work / f"{name}.prof"
     with proxy_for(scenario, work, upstream, redis_port, profile=out) as (url, _):
-        wrk(url + scenario.path, seconds, method=scenario.method, work=work)
+        headers = prepare(scenario, url)
+        wrk(url + scenario.path, seconds, method=scenario.method, headers=headers, work=work)
 
     def top(sort: str, *restrictions: str | int) -> str:
         text = io.StringIO()
@@ -276,8 +287,16 @@ def profile(name: str, work: Path, upstream: int, redis_port: int, seconds: floa
         start = body.find("   ncalls")
         return body[start:].rstrip() if start >= 0 else body.strip()
 
+    stats = pstats.Stats(str(out))
+    total = stats.total_tt  # type: ignore[attr-defined]
+    hooks = sum(
+        cumulative
+        for (file, _, function), (_, _, _, cumulative, _) in stats.stats.items()  # type: ignore[attr-defined]
+        if file.endswith("waitroom/addon.py") and function in HOOKS
+    )
     return {
         "scenario": name,
+        "hooks_share": round(hooks / total, 3) if total else None,
         "text": "Whole process, by own time:\n"
         + top("tottime", 15)
         + "\n\nwaitroom and its Redis client, by cumulative time:\n"
@@ -397,7 +416,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured wrk run")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds over all scenarios (median reported)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all scenarios (median reported)")
     parser.add_argument(
         "--quick", action="store_true", help="1 round of 1 s, small accuracy and memory runs (CI)"
     )
@@ -431,7 +450,14 @@ def main() -> int:
         }
         for name, row in report["scenarios"].items():
             base = report["scenarios"][row["baseline"]]
-            row["ratio"] = round(row["rps"] / base["rps"], 3) if name != row["baseline"] else 1.0
+            # Each round's ratio to the baseline measured minutes apart in the same round, then the
+            # median: drift on a shared machine hits both sides of a ratio alike.
+            ratios = [
+                run.rps / base_run.rps
+                for run, base_run in zip(measured[name].runs, measured[row["baseline"]].runs, strict=True)
+            ]
+            row["ratios_by_round"] = [round(r, 3) for r in ratios]
+            row["ratio"] = round(statistics.median(ratios), 3) if name != row["baseline"] else 1.0
             row["added_p50_ms"] = round(row["p50_ms"] - base["p50_ms"], 3)
             row["added_p99_ms"] = round(row["p99_ms"] - base["p99_ms"], 3)
         report["scale"] = step(
