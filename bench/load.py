@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from harness import BIN, REPO, free_port, process, wait_for_port
+from harness import BIN, REPO, mitmdump, redis_server
 
 
 def seconds(text: str) -> int:
@@ -49,63 +48,15 @@ def main() -> int:
         config = options.config.read_text()
         env = dict(os.environ)
         if options.store == "redis":
-            redis_server = shutil.which("redis-server")
-            if redis_server is None:
-                raise SystemExit("load: --store redis needs redis-server (make system-deps)")
-            redis_port = free_port()
-            redis = stack.enter_context(
-                process(
-                    [
-                        redis_server,
-                        "--port",
-                        str(redis_port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(work),
-                    ],
-                    work / "redis.log",
-                )
-            )
-            wait_for_port(redis_port, redis, "redis-server")
+            redis_port = stack.enter_context(redis_server(work))
             config = config.replace("url: memory://", f"url: redis://127.0.0.1:{redis_port}/0")
             env["WAITROOM_SECRET"] = env.get("WAITROOM_SECRET") or os.urandom(32).hex()
         (work / "waitroom.yaml").write_text(config)
-        port = free_port()
-        proxy = stack.enter_context(
-            process(
-                [
-                    str(BIN / "mitmdump"),
-                    "--mode",
-                    "reverse:http://127.0.0.1:9",
-                    "--listen-host",
-                    "127.0.0.1",
-                    "--listen-port",
-                    str(port),
-                    "--set",
-                    "connection_strategy=lazy",
-                    "--set",
-                    "body_size_limit=1m",
-                    "--set",
-                    f"confdir={work / 'mitmproxy'}",
-                    "--set",
-                    "termlog_verbosity=warn",
-                    "-s",
-                    "addons/waitroom.py",
-                    "--set",
-                    f"waitroom_config={work / 'waitroom.yaml'}",
-                    "-s",
-                    "addons/counter.py",
-                ],
-                work / "mitmdump.log",
-                env,
-            )
+        # The counter answers every request itself: the upstream (port 9) is never contacted.
+        options_ = ["--set", "body_size_limit=1m", "--set", f"waitroom_config={work / 'waitroom.yaml'}"]
+        port = stack.enter_context(
+            mitmdump(work, 9, ["addons/waitroom.py", "addons/counter.py"], options_, env)
         )
-        wait_for_port(port, proxy, "mitmdump")
         print(
             f"load: {options.users} visitors for {options.duration}s against waitroom + counter "
             f"on :{port} ({options.store} store)",
@@ -135,10 +86,9 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             print("load: locust did not finish in time", file=sys.stderr)
             return 1
-        if "Traceback" in (work / "mitmdump.log").read_text(errors="replace"):
-            print(
-                "load: the proxy logged a traceback:\n" + (work / "mitmdump.log").read_text(), file=sys.stderr
-            )
+        logs = "".join(log.read_text(errors="replace") for log in work.glob("mitmdump-*.log"))
+        if "Traceback" in logs:
+            print("load: the proxy logged a traceback:\n" + logs, file=sys.stderr)
             return 1
         return result.returncode
 

@@ -24,6 +24,7 @@ from mitmproxy.utils import human
 
 from waitroom.config import ConfigError, StoreConfig, load_config
 from waitroom.metrics import METRICS
+from waitroom.routing import path_segments
 from waitroom.store.base import StoreError
 from waitroom.store.counts import Counts, open_counts
 
@@ -82,15 +83,7 @@ def counter_path(target: str) -> str:
         raise BadRequest(400, "Bad Request", "the path is not UTF-8 once percent-decoded") from None
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
         raise BadRequest(400, "Bad Request", "the path holds control characters")
-    segments: list[str] = []
-    for segment in decoded.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if segments:
-                segments.pop()
-            continue
-        segments.append(segment)
+    segments = path_segments(decoded)
     path = "/" + "/".join(segments)
     if len(path.encode()) > MAX_PATH_BYTES:
         raise BadRequest(414, "URI Too Long", f"the path is longer than {MAX_PATH_BYTES} bytes")

@@ -20,6 +20,21 @@ def covers(prefix: str, path: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
+def path_segments(decoded: str) -> list[str]:
+    """A decoded path's segments as a server resolves them: empty and `.` segments go, `..` removes
+    the one before it (never above the root)."""
+    segments: list[str] = []
+    for segment in decoded.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    return segments
+
+
 def normalize_path(target: str) -> str:
     """The path a request target names, as an upstream would resolve it.
 
@@ -30,15 +45,7 @@ def normalize_path(target: str) -> str:
     for sep in ("?", "#"):
         target = target.split(sep, 1)[0]
     decoded = unquote(target, errors="replace").replace("\\", "/")
-    segments: list[str] = []
-    for segment in decoded.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if segments:
-                segments.pop()
-            continue
-        segments.append(segment)
+    segments = path_segments(decoded)
     trailing = "/" if decoded.endswith(("/", "/.", "/..")) and segments else ""
     return "/" + "/".join(segments) + trailing
 
