@@ -18,6 +18,7 @@ import random
 import secrets
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -303,9 +304,7 @@ class WaitRoom:
             return
         old, self._admin = self._admin, None
         if old is not None:
-            task = asyncio.get_running_loop().create_task(old.stop())
-            self._closing.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._closing.discard)
+            self._close_later(old.stop())
         self._admin_place = place
         if place is not None:
             host, port, _ = place
@@ -327,9 +326,7 @@ class WaitRoom:
             return
         old, self._cluster = self._cluster, None
         if old is not None:
-            task = asyncio.get_running_loop().create_task(_stop_watch(old))
-            self._closing.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._closing.discard)
+            self._close_later(_stop_watch(old))
         self._cluster_place = place
         if place is not None:
             self._cluster = start_replica_watch(place[0], place[1], on_change=self._replicas_changed)
@@ -445,19 +442,22 @@ class WaitRoom:
             )
             if same:
                 return self._store
-            self._close_later(self._store)
+            self._close_later(self._store.close())
         # Replay decides by the recorded times, on Redis too; live, Redis uses its own clock.
         self._store = open_store(wanted, self.clock, redis_clock=self.clock if self._replay else None)
         self._store_config = wanted
         self._store_replay = self._replay
         return self._store
 
-    def _close_later(self, store: Store) -> None:
+    def _close_later(self, closing: Coroutine[Any, Any, None]) -> None:
+        """Close something that was replaced (a store, the admin port, a replica watch) without
+        holding up the reload that replaced it."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (offline tools): nothing is connected to close
+            closing.close()
             return
-        task = loop.create_task(store.close())
+        task = loop.create_task(closing)
         self._closing.add(task)  # keep a reference until it is done
         task.add_done_callback(self._closing.discard)
 
