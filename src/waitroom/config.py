@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -82,6 +82,15 @@ class BreakerConfig(_Model):
     """Consecutive store failures that open the circuit."""
     cool_down: Duration = 5.0
     """How long an open circuit skips the store before one call probes it."""
+
+
+LiveReplicas = Callable[[], int | None]
+"""The ready replicas that cluster discovery counted right now, or None when it does not know
+(what StoreConfig.local_replicas takes; the decisions ask it when the store fails)."""
+
+
+def unknown_replicas() -> int | None:
+    return None
 
 
 class StoreConfig(_Model):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from waitroom.config import Config, RoomConfig, StoreErrorPolicy
+from waitroom.config import Config, LiveReplicas, RoomConfig, StoreErrorPolicy, unknown_replicas
 from waitroom.overrides import Overrides, RoomMode
 from waitroom.routing import Router
 from waitroom.sessions import SessionCodec, new_session_id
@@ -67,14 +67,6 @@ def room_policy(room: RoomConfig, replicas: int = 1) -> RoomPolicy:
     )
 
 
-LiveReplicas = Callable[[], int | None]
-"""The ready replicas that cluster discovery counted right now, or None when it does not know."""
-
-
-def _unknown() -> int | None:
-    return None
-
-
 class Decider:
     def __init__(
         self,
@@ -82,7 +74,7 @@ class Decider:
         store: Store,
         codec: SessionCodec,
         clock: Clock,
-        live_replicas: LiveReplicas = _unknown,
+        live_replicas: LiveReplicas = unknown_replicas,
     ) -> None:
         self.config = config
         self.live_replicas = live_replicas

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from waitroom.claims import ClaimVerifier
-from waitroom.config import Config, RateLimitConfig, StoreErrorPolicy
+from waitroom.config import Config, LiveReplicas, RateLimitConfig, StoreErrorPolicy, unknown_replicas
 from waitroom.identity import client_ip
 from waitroom.overrides import Overrides
 from waitroom.routing import covers
@@ -83,11 +83,11 @@ class RateLimiter:
         store: Store,
         verifier: ClaimVerifier | None,
         clock: Clock,
-        live_replicas: Callable[[], int | None] = lambda: None,
+        live_replicas: LiveReplicas = unknown_replicas,
     ) -> None:
         self.config = config
         self.live_replicas = live_replicas
-        """The ready replicas cluster discovery counts (None: unknown); see decide.LiveReplicas."""
+        """The ready replicas cluster discovery counts (None: unknown); see config.LiveReplicas."""
         self.rules = config.rate_limits
         self.store = store
         self.verifier = verifier
