@@ -521,6 +521,10 @@ class WaitRoom:
             return
         req = flow.request
         host, path = normalize_host(req.host_header or req.host), normalize_path(req.path)
+        # Time spent in the proxy before this decision (a saturated loop queues requests); a flow
+        # from a file was not waiting.
+        arrived = req.timestamp_end or req.timestamp_start  # the whole request, or its headers
+        waited = max(0.0, time.time() - arrived) if flow.live else 0.0
         try:
             if loaded.decider.router.bypassed(path):
                 METRICS.bypassed.inc()
@@ -528,7 +532,7 @@ class WaitRoom:
             if loaded.limiter.rules:
                 started = time.perf_counter()
                 limit = await loaded.limiter.decide(
-                    RequestFacts(host, path, req.method, _peer(flow), req.headers.get)
+                    RequestFacts(host, path, req.method, _peer(flow), req.headers.get, waited)
                 )
                 if limit.outcome is not LimitOutcome.NONE:
                     _LIMIT_DECISIONS.observe(time.perf_counter() - started)
@@ -539,7 +543,7 @@ class WaitRoom:
             if req.method == "OPTIONS" or not loaded.decider.router.has_rooms:
                 return  # CORS preflights carry no cookies: queueing them would break the real request
             started = time.perf_counter()
-            decision = await loaded.decider.decide(host, path, req.cookies.get_all)
+            decision = await loaded.decider.decide(host, path, req.cookies.get_all, waited)
             if decision.room is not None:
                 _ROOM_DECISIONS.observe(time.perf_counter() - started)
                 _room_requests(decision.room.name, decision.outcome.value).inc()
@@ -588,6 +592,8 @@ class WaitRoom:
             entry["outcome"] = decision.outcome.value
             if decision.degraded is not None:
                 entry["degraded"] = decision.degraded.value
+            if decision.shed is not None:
+                entry["shed"] = decision.shed
         if limit is not None and limit.outcome is not LimitOutcome.NONE:
             entry["rule"] = limit.rule.name if limit.rule else None
             entry["rate_limit"] = limit.outcome.value
@@ -595,6 +601,8 @@ class WaitRoom:
                 entry["fallbacks"] = list(limit.fallbacks)
             if limit.degraded is not None:
                 entry["degraded"] = limit.degraded.value
+            if limit.shed is not None:
+                entry["shed"] = limit.shed
         flow.metadata[_DECISION_LOG_KEY] = entry
 
     def _limit(self, flow: http.HTTPFlow, limit: LimitDecision) -> bool:
@@ -634,7 +642,10 @@ class WaitRoom:
             return
         flow.metadata.setdefault(METADATA_KEY, {}).update(room=room.name, outcome=decision.outcome.value)
         req = flow.request
-        if decision.cookie is not None:
+        cookie, max_age = decision.cookie, loaded.decider.codec.ttl
+        if cookie is None and decision.pending is not None:
+            cookie, max_age = decision.pending, max(1, int(room.window))
+        if cookie is not None:
             secure = {"true": True, "false": False}.get(loaded.config.session.secure)
             if secure is None:
                 secure = client_is_https(
@@ -643,7 +654,7 @@ class WaitRoom:
                     forwarded_proto=req.headers.get("X-Forwarded-Proto"),
                 )
             flow.metadata[_SET_COOKIE_KEY] = set_cookie(
-                cookie_name(loaded.config, room), decision.cookie, loaded.decider.codec.ttl, secure
+                cookie_name(loaded.config, room), cookie, max_age, secure
             )
         if decision.outcome is Outcome.WAITING:
             answer = wait_answer(

@@ -95,7 +95,13 @@ def unknown_replicas() -> int | None:
 
 class StoreConfig(_Model):
     url: str = "memory://"
-    timeout: Duration = 0.05
+    timeout: Duration = 0.25
+    """How long Redis may take to answer one call, from when it is sent, on an event loop free to
+    read the answer (see store/guard.py). Past it the store counts as failing: on_error decides."""
+    max_wait: Duration = 2.0
+    """The most a request waits for the store in all, including time the proxy's own event loop was
+    too busy to read the answer, and time it queued before asking. Past it the proxy is saturated
+    and the request is shed (wait answer, or the rule's refusal), never admitted."""
     on_error: StoreErrorPolicy = StoreErrorPolicy.LOCAL
     key_prefix: str = Field("waitroom", pattern=r"^[A-Za-z0-9_:.-]{1,64}$")
     replicas: int = Field(1, ge=1, le=10_000)
@@ -126,7 +132,7 @@ class StoreConfig(_Model):
             raise ValueError(f"unsupported store URL {url!r} (use one of: {', '.join(schemes)})")
         return url
 
-    @field_validator("timeout")
+    @field_validator("timeout", "max_wait")
     @classmethod
     def _positive_timeout(cls, seconds: float) -> float:
         if seconds <= 0:

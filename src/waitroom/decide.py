@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from waitroom.config import Config, LiveReplicas, RoomConfig, StoreErrorPolicy, unknown_replicas
+from waitroom.metrics import METRICS
 from waitroom.overrides import Overrides, RoomMode
 from waitroom.routing import Router
 from waitroom.sessions import SessionCodec, new_session_id
-from waitroom.store import Admission, Clock, MemoryStore, RoomPolicy, Store, StoreError
+from waitroom.store import Admission, Clock, MemoryStore, Overloaded, RoomPolicy, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ class Decision:
     block_started: bool = False
     degraded: StoreErrorPolicy | None = None
     """Set when the store failed and this failure policy decided instead."""
+    shed: str | None = None
+    """Set when the proxy was too busy to get the store's answer in time: the reason (see guard.py)."""
+    pending: str | None = None
+    """A pending token to send in Set-Cookie with a wait answer: the store may have admitted this
+    visitor although its answer was lost, and the next request asks again with the same id."""
 
     @property
     def forwards(self) -> bool:
@@ -85,10 +91,16 @@ class Decider:
         self.overrides = Overrides()
         """Set by the addon from the store (admin API changes); replaced whole, never mutated."""
         self._local: MemoryStore | None = None
+        """Decides under `on_error: local` while the store fails."""
+        self._unsynced: set[str] = set()
+        """Rooms with local admissions the shared window has not been told of yet."""
 
-    async def decide(self, host: str, path: str, cookies: Callable[[str], Sequence[str]]) -> Decision:
+    async def decide(
+        self, host: str, path: str, cookies: Callable[[str], Sequence[str]], waited: float = 0.0
+    ) -> Decision:
         """`host` and `path` normalised (see routing); `cookies(name)` gives every value the
-        request carries under that name (a browser may send a stale one beside the fresh one)."""
+        request carries under that name (a browser may send a stale one beside the fresh one);
+        `waited`: seconds the request has already spent in the proxy before this decision."""
         route = self.router.route(host, path)
         if route.bypass:
             return Decision(Outcome.BYPASS)
@@ -107,10 +119,24 @@ class Decider:
         mode = self.overrides.room_mode(room.name)
         if mode is RoomMode.QUEUE_ALL:  # an operator holds every new visitor: no store call
             return Decision(Outcome.WAITING, room)
-        session_id = new_session_id()
+        # A visitor whose earlier ask may have been recorded asks again under the same id: the
+        # store admits an id it already holds, so a lost answer costs no place.
+        pending = next((p for t in tokens if (p := self.codec.pending(t, room.name, now)) is not None), None)
+        session_id = pending or new_session_id()
         if mode is RoomMode.OPEN:  # an operator opened the gate: admitted, not counted
             return Decision(Outcome.ADMITTED, room, cookie=self.codec.issue(room.name, session_id, now)[1])
-        admission, degraded = await self._admit(self.overrides.room(room), session_id)
+        if waited > self.config.store.max_wait:
+            # Saturated: this request queued in the proxy past the bound. Shed it without a store
+            # call; an admission is never decided without the shared window.
+            METRICS.shed.labels("queue").inc()
+            return Decision(
+                Outcome.WAITING, room, shed="queue", pending=pending and self._pending(room, pending)
+            )
+        try:
+            admission, degraded = await self._admit(self.overrides.room(room), session_id)
+        except Overloaded as e:
+            METRICS.shed.labels(e.reason).inc()
+            return Decision(Outcome.WAITING, room, shed=e.reason, pending=self._pending(room, session_id))
         if admission.admitted:
             return Decision(
                 Outcome.ADMITTED,
@@ -124,13 +150,22 @@ class Decider:
             blocked_for=admission.blocked_for,
             block_started=admission.block_started,
             degraded=degraded,
+            # When the store failed, it may still have recorded the admission: keep the id.
+            pending=self._pending(room, session_id) if degraded is not None else None,
         )
 
+    def _pending(self, room: RoomConfig, session_id: str) -> str:
+        # Alive as long as a recorded admission can still be in the window.
+        return self.codec.issue_pending(room.name, session_id, self.clock(), room.window)
+
     async def _admit(self, room: RoomConfig, session_id: str) -> tuple[Admission, StoreErrorPolicy | None]:
+        """The store's answer, or the failure policy's when the store fails. Overloaded passes up."""
         store_config = self.config.store
         try:
             # A remote store comes wrapped in a GuardedStore (store/guard.py): every call bounded by
             # store.timeout, and failing at once while its circuit is open.
+            if room.name in self._unsynced:
+                await self._sync(room)
             return await self.store.admit(room_policy(room), session_id), None
         except StoreError as e:
             policy = store_config.on_error
@@ -144,4 +179,16 @@ class Decider:
         if self._local is None:
             self._local = MemoryStore(self.clock)
         policy_here = room_policy(room, store_config.local_replicas(self.live_replicas()))
-        return await self._local.admit(policy_here, session_id), policy
+        admission = await self._local.admit(policy_here, session_id)
+        if admission.admitted:
+            self._unsynced.add(room.name)
+        return admission, policy
+
+    async def _sync(self, room: RoomConfig) -> None:
+        """The store is back: what this replica admitted on its own while it was away joins the
+        shared window first, so the limit holds across the outage (StoreError if it fails again)."""
+        assert self._local is not None
+        admissions = self._local.room_admissions(room.name)
+        if admissions:
+            await self.store.record(room_policy(room), admissions, self.clock())
+        self._unsynced.discard(room.name)

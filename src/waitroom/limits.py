@@ -9,6 +9,7 @@ claim never appears in Redis, logs or metrics.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import math
@@ -19,9 +20,10 @@ from enum import StrEnum
 from waitroom.claims import ClaimVerifier
 from waitroom.config import Config, LiveReplicas, RateLimitConfig, StoreErrorPolicy, unknown_replicas
 from waitroom.identity import client_ip
+from waitroom.metrics import METRICS
 from waitroom.overrides import Overrides
 from waitroom.routing import covers
-from waitroom.store import Clock, MemoryStore, Store, StoreError
+from waitroom.store import Clock, MemoryStore, Overloaded, Store, StoreError
 from waitroom.store.base import RateCheck, RateResult
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class RequestFacts:
     method: str
     peer: str
     header: Callable[[str], str | None]
+    waited: float = 0.0
+    """Seconds the request already spent in the proxy before this decision."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,8 @@ class LimitDecision:
     degraded: StoreErrorPolicy | None = None
     cached: bool = False
     """Refused from the local over-limit cache, without asking the store."""
+    shed: str | None = None
+    """Refused because the proxy was too busy to get the store's answer in time (see guard.py)."""
 
     @property
     def retry_after(self) -> int:
@@ -169,11 +175,30 @@ class RateLimiter:
         cached = self._cached_refusal(checks, rules)
         if cached is not None:
             return cached
-        results, degraded = await self._hit(checks)
+        if facts.waited > self.config.store.max_wait:
+            return self._shed(checks, rules, fallbacks, "queue")
+        try:
+            results, degraded = await self._hit(checks)
+        except Overloaded as e:
+            return self._shed(checks, rules, fallbacks, e.reason)
         decision = self._judge(checks, rules, results, fallbacks, degraded)
         if decision.outcome is LimitOutcome.LIMITED and decision.rule and decision.rule.action == "delay":
             return await self._delay(facts, decision)
         return decision
+
+    def _shed(
+        self, checks: list[RateCheck], rules: list[RateLimitConfig], fallbacks: list[str], reason: str
+    ) -> LimitDecision:
+        """Saturated: no answer from the shared window in time, so the first enforcing rule refuses
+        (a request is never let through uncounted). Shadow rules alone never refuse."""
+        METRICS.shed.labels(reason).inc()
+        for check, rule in zip(checks, rules, strict=True):
+            if not check.shadow:
+                decision = self._refusal(
+                    rule, RateResult(False, 0, 1.0), (), None, fallbacks=tuple(fallbacks)
+                )
+                return dataclasses.replace(decision, shed=reason)
+        return LimitDecision(LimitOutcome.ALLOWED, fallbacks=tuple(fallbacks), shed=reason)
 
     def _cached_refusal(self, checks: list[RateCheck], rules: list[RateLimitConfig]) -> LimitDecision | None:
         now = self.clock()
@@ -288,7 +313,10 @@ class RateLimiter:
         wait = result.reset_after
         await asyncio.sleep(wait)  # bounded by max_delay, which the config caps at 30s
         checks, rules, fallbacks = self.checks(facts)
-        results, degraded = await self._hit(checks)
+        try:
+            results, degraded = await self._hit(checks)
+        except Overloaded as e:
+            return self._shed(checks, rules, fallbacks, e.reason)
         again = self._judge(checks, rules, results, fallbacks, degraded)
         if again.outcome in (LimitOutcome.ALLOWED, LimitOutcome.SHADOW_LIMITED):
             return LimitDecision(

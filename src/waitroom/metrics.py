@@ -76,6 +76,14 @@ class Metrics:
             ["policy"],
             registry=registry,
         )
+        self.shed = Counter(
+            "waitroom_shed_requests",
+            "Requests shed because the proxy was too busy to get the store's answer in time: the wait "
+            "answer or the rule's refusal, never an admission. reason: queue (waited store.max_wait "
+            "before asking), store_wait (the answer not read within store.max_wait).",
+            ["reason"],
+            registry=registry,
+        )
         self.rate_limit_fallbacks = Counter(
             "waitroom_rate_limit_fallbacks",
             "Requests a rule keyed by its fallback because its key had no value, by rule and reason: "

@@ -18,6 +18,10 @@ import secrets
 from dataclasses import dataclass
 
 VERSION = "v1"
+PENDING = "p1"
+"""A *pending* token names a session whose admission the store may have recorded while its answer
+was lost (a timeout after the question was sent). It admits nobody: the visitor's next request asks
+the store again with that session id, and an admission that was recorded is found, not lost."""
 MAX_TOKEN_LENGTH = 512
 """Longer cookie values are not even decoded."""
 MIN_KEY_LENGTH = 16
@@ -109,9 +113,20 @@ class SessionCodec:
         Set-Cookie per ttl/2 instead of one on every response."""
         return session.expires_at - now < self._ttl / 2
 
-    def encode(self, session: Session) -> tuple[Session, str]:
+    def issue_pending(self, room: str, session_id: str, now: float, ttl: float) -> str:
+        issued = int(now)
+        return self.encode(Session(room, session_id, issued, issued + max(1, int(ttl))), PENDING)[1]
+
+    def pending(self, token: str | None, room: str, now: float) -> str | None:
+        """The session id in a genuine, unexpired pending token for `room`; else None."""
+        session = self._genuine(token, PENDING)
+        if session is None or session.room != room or session.expires_at <= now:
+            return None
+        return session.session_id
+
+    def encode(self, session: Session, version: str = VERSION) -> tuple[Session, str]:
         payload = "|".join(
-            (VERSION, session.room, session.session_id, str(session.issued_at), str(session.expires_at))
+            (version, session.room, session.session_id, str(session.issued_at), str(session.expires_at))
         ).encode()
         token = f"{_b64encode(payload)}.{_b64encode(self._sign(self._keys[0], payload))}"
         return session, token
@@ -130,7 +145,7 @@ class SessionCodec:
             return None
         return session
 
-    def _genuine(self, token: str | None) -> Session | None:
+    def _genuine(self, token: str | None, want: str = VERSION) -> Session | None:
         """The session a token carries if one of our keys signed it (expiry not checked)."""
         if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
             return None
@@ -151,4 +166,4 @@ class SessionCodec:
             session = Session(token_room, session_id, int(issued), int(expires))
         except ValueError:  # also UnicodeDecodeError: a genuine key signed something else
             return None
-        return session if version == VERSION else None
+        return session if version == want else None

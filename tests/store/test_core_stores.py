@@ -226,15 +226,20 @@ def test_breaker_logic_with_a_fake_clock() -> None:
     breaker.failed()
     assert breaker.state is BreakerState.OPEN
     assert not breaker.allow()
+    assert not breaker.probe_due()
     now[0] = 5.0
-    assert breaker.allow()  # one probe
-    assert not breaker.allow()  # and only one
-    breaker.failed()
+    assert breaker.probe_due()  # one probe
+    assert not breaker.probe_due()
+    assert not breaker.allow()
+    breaker.failed()  # the probe failed: open for another cool_down
     assert breaker.state is BreakerState.OPEN
+    now[0] = 9.0
+    assert not breaker.probe_due()
     now[0] = 10.0
-    assert breaker.allow()
+    assert breaker.probe_due()
     breaker.succeeded()
     assert breaker.state is BreakerState.CLOSED
+    assert breaker.allow()
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,12 @@ def test_shipped_config_and_defaults() -> None:
     room = parse_config({"rooms": [{"name": "r", "new_sessions": 1}]}).rooms[0]
     assert (room.window, room.block_for, room.retry_after, room.status) == (60, 60, 10, 503)
     store = parse_config({}).store
-    assert (store.url, store.timeout, store.on_error.value) == ("memory://", 0.05, "local")
+    assert (store.url, store.timeout, store.max_wait, store.on_error.value) == (
+        "memory://",
+        0.25,
+        2.0,
+        "local",
+    )
 
 
 @pytest.mark.parametrize(

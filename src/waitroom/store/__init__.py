@@ -5,10 +5,19 @@ from __future__ import annotations
 import time
 
 from waitroom.config import StoreConfig
-from waitroom.store.base import Admission, Clock, RoomPolicy, Store, StoreError
+from waitroom.store.base import Admission, Clock, Overloaded, RoomPolicy, Store, StoreError
 from waitroom.store.memory import MemoryStore
 
-__all__ = ["Admission", "Clock", "MemoryStore", "RoomPolicy", "Store", "StoreError", "open_store"]
+__all__ = [
+    "Admission",
+    "Clock",
+    "MemoryStore",
+    "Overloaded",
+    "RoomPolicy",
+    "Store",
+    "StoreError",
+    "open_store",
+]
 
 
 def open_store(config: StoreConfig, clock: Clock = time.time, *, redis_clock: Clock | None = None) -> Store:
@@ -22,4 +31,4 @@ def open_store(config: StoreConfig, clock: Clock = time.time, *, redis_clock: Cl
     from waitroom.store.redis import RedisStore  # only deployments that use Redis import it
 
     breaker = CircuitBreaker(config.breaker.failures, config.breaker.cool_down)
-    return GuardedStore(RedisStore.from_config(config, redis_clock), config.timeout, breaker)
+    return GuardedStore(RedisStore.from_config(config, redis_clock), config.timeout, breaker, config.max_wait)

@@ -69,6 +69,19 @@ class StoreError(Exception):
     """The store could not answer (unreachable, timed out, refused); the failure policy applies."""
 
 
+class Overloaded(Exception):
+    """The proxy itself was too busy to get the store's answer in time (see store/guard.py).
+
+    Not a store failure: the failure policy does not apply and the breaker does not count it. The
+    request is *shed*: a new visitor gets the wait answer, a rate-limited request the rule's refusal.
+    `sent` says whether the question may have reached the store (its outcome is then unknown)."""
+
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sent = sent
+
+
 @dataclass(frozen=True, slots=True)
 class RoomState:
     """A room as the store sees it now, for metrics and the admin API (read-only)."""
@@ -83,9 +96,17 @@ class Store(Protocol):
     """Shared state behind the decisions. Implementations: memory (embedded) and Redis."""
 
     async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
-        """One new visitor asks to enter `room`, all in one atomic step: if the room is blocked,
-        refuse; else prune the window's log, and admit (recording `session_id`) if it has room,
-        or start a block of `room.block_for` and refuse. Raises StoreError when it cannot answer."""
+        """One new visitor asks to enter `room`, all in one atomic step: if `session_id` is already
+        in the window's log (an earlier ask whose answer was lost), admit it again without counting
+        it twice; if the room is blocked, refuse; else prune the window's log, and admit (recording
+        `session_id`) if it has room, or start a block of `room.block_for` and refuse. Raises
+        StoreError when it cannot answer."""
+        ...
+
+    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
+        """Put admissions decided elsewhere (the `local` policy, while this store was away) into the
+        room's window: `(session id, time)` pairs whose times are on the clock that read `now`, so
+        each keeps its age. Ids already in the log are not counted twice."""
         ...
 
     async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:

@@ -20,8 +20,8 @@ def _us(seconds: float) -> int:
 
 @dataclass(slots=True)
 class _RoomState:
-    log: deque[int] = field(default_factory=deque)
-    """Admission times (µs) inside the window, oldest first: O(new_sessions) memory."""
+    log: deque[tuple[int, str]] = field(default_factory=deque)
+    """(admission time in µs, session id) inside the window, oldest first: O(new_sessions) memory."""
     blocked_until: int = 0
 
 
@@ -53,15 +53,17 @@ class MemoryStore:
         state = self._rooms.get(room.name)
         if state is None:
             state = self._rooms[room.name] = _RoomState()
-        if now < state.blocked_until:
-            return Admission(False, state.blocked_until / MICROS, False, now / MICROS)
         # The window is the half-open interval (now - window, now]: an admission exactly one
         # window old no longer counts, so no interval of that length holds more than new_sessions.
         log, cutoff = state.log, now - _us(room.window)
-        while log and log[0] <= cutoff:
+        while log and log[0][0] <= cutoff:
             log.popleft()
+        if any(member == session_id for _, member in log):  # already admitted: asked again
+            return Admission(True, 0.0, False, now / MICROS)
+        if now < state.blocked_until:
+            return Admission(False, state.blocked_until / MICROS, False, now / MICROS)
         if len(log) < room.new_sessions:
-            log.append(now)
+            log.append((now, session_id))
             return Admission(True, 0.0, False, now / MICROS)
         if room.block_for <= 0:  # no block: every new visitor is judged by the window alone
             return Admission(False, 0.0, True, now / MICROS)
@@ -103,7 +105,27 @@ class MemoryStore:
         if state is None:
             return RoomState(0, 0.0)
         cutoff = now - _us(room.window)
-        return RoomState(sum(1 for t in state.log if t > cutoff), max(0, state.blocked_until - now) / MICROS)
+        return RoomState(
+            sum(1 for t, _ in state.log if t > cutoff), max(0, state.blocked_until - now) / MICROS
+        )
+
+    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
+        """Count admissions made elsewhere (`(session id, time)`, times on the clock that read
+        `now`) in the room's window, as of this store's clock."""
+        here = _us(self._clock())
+        state = self._rooms.setdefault(room.name, _RoomState())
+        known = {member for _, member in state.log}
+        cutoff = here - _us(room.window)
+        for session_id, at in admissions:
+            when = here - _us(now - at)
+            if when > cutoff and session_id not in known:
+                state.log.append((when, session_id))
+        state.log = deque(sorted(state.log))
+
+    def room_admissions(self, room: str) -> list[tuple[str, float]]:
+        """The (session id, time in seconds) of a room's admissions still in its log."""
+        state = self._rooms.get(room)
+        return [(member, at / MICROS) for at, member in state.log] if state else []
 
     async def unblock(self, room: str) -> bool:
         state = self._rooms.get(room)

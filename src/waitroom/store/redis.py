@@ -126,6 +126,7 @@ class RedisStore:
         self._admit = scripts(load_lua("room_admit.lua"))
         self._rate_limit = scripts(load_lua("rate_limit.lua"))
         self._room_state = scripts(load_lua("room_state.lua"))
+        self._room_record = scripts(load_lua("room_record.lua"))
         self.overrides_key = f"{key_prefix}:{{admin}}:overrides"
         self._cluster = isinstance(client, RedisCluster)
 
@@ -166,6 +167,15 @@ class RedisStore:
             raise StoreError(f"redis: {type(e).__name__}") from e
         admitted, blocked_until, started, now = reply
         return Admission(bool(admitted), blocked_until / MICROS, bool(started), now / MICROS)
+
+    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
+        args: list[str | int] = [round(room.window * MICROS), round(now * MICROS), self._now_arg()]
+        for session_id, at in admissions:
+            args += [session_id, round(at * MICROS)]
+        try:
+            await self._room_record(keys=self.room_keys(room.name)[:1], args=args)
+        except (RedisError, OSError) as e:
+            raise StoreError(f"redis: {type(e).__name__}") from e
 
     def rate_key(self, check: RateCheck) -> str:
         return f"{self._prefix}:{{rl:{check.rule}:{check.key}}}:{_ALGORITHM_CODES[check.algorithm]}"

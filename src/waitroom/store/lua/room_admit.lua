@@ -9,6 +9,9 @@
 -- ARGV[5]  optional "now" (µs) for deterministic tests and flow replay; empty = the server's TIME,
 --          so replicas with skewed clocks still agree
 --
+-- A session id already in the log was admitted by an earlier call whose reply the proxy gave up on
+-- (a timeout after the script ran): it is admitted again, not counted twice, blocked room or not.
+--
 -- Returns {admitted (0|1), blocked_until (µs, 0 when not blocked), block_started (0|1), now (µs)}.
 -- Both keys share the hash tag {room:NAME}, so the script touches one Cluster slot.
 
@@ -20,13 +23,18 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
+local window = tonumber(ARGV[2])
+local seen = redis.call("ZSCORE", KEYS[1], ARGV[4])
+if seen and tonumber(seen) > now - window then
+  return {1, 0, 0, now}
+end
+
 local blocked_until = tonumber(redis.call("GET", KEYS[2]) or "0")
 if now < blocked_until then
   return {0, blocked_until, 0, now}
 end
 
 local new_sessions = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
 local block_for = tonumber(ARGV[3])
 
 -- The window is (now - window, now]: an admission exactly one window old no longer counts.
