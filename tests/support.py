@@ -6,6 +6,7 @@ Redis servers run on free ports in their own folders; the machine's own Redis is
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -396,3 +397,69 @@ class RedisSentinel:
         self._log.close()
         self.replica.stop()
         self.master.stop()
+
+
+def flash_crowd(urls: list[str], visitors: int, path: str, timeout: float = 30) -> list[int]:
+    """`visitors` new visitors at the same instant, spread over `urls`: every connection is opened
+    first, then every request is sent at once; each visitor sends one request with no cookie.
+    Returns each visitor's status code (0: no answer within `timeout`)."""
+    return asyncio.run(_flash_crowd(urls, visitors, path, bound=timeout))
+
+
+async def _flash_crowd(urls: list[str], visitors: int, path: str, *, bound: float) -> list[int]:
+    async def connect(i: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        port = int(urls[i % len(urls)].rsplit(":", 1)[1])
+        return await asyncio.open_connection("127.0.0.1", port)
+
+    async def visit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+        try:
+            status_line = await reader.readline()
+            return int(status_line.split()[1]) if status_line.startswith(b"HTTP/1.1 ") else 0
+        except (OSError, ValueError, IndexError):
+            return 0
+        finally:
+            writer.close()
+
+    async with asyncio.timeout(bound):
+        connections = await asyncio.gather(*(connect(i) for i in range(visitors)))
+        request = f"GET {path} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n".encode()
+        for _, writer in connections:
+            writer.write(request)
+        return list(await asyncio.gather(*(visit(r, w) for r, w in connections)))
+
+
+class DelayRelay:
+    """bench/relay.py in front of a port: Redis `delay_ms` of round trip away, on loopback."""
+
+    def __init__(self, target_port: int, delay_ms: int) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.relay",
+                "--target",
+                f"127.0.0.1:{target_port}",
+                "--delay-ms",
+                str(delay_ms),
+            ],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()  # "listening on PORT", or EOF if it failed
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise RuntimeError(f"the relay did not start: {line!r}")
+        self.port = int(line.split()[-1])
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

@@ -59,7 +59,7 @@ from waitroom.responses import (
 )
 from waitroom.routing import normalize_host, normalize_path
 from waitroom.sessions import SecretError, SessionCodec, keys_from_environment
-from waitroom.store import Clock, Store, StoreError, open_store
+from waitroom.store import Clock, Overloaded, Store, StoreError, open_store
 from waitroom.store.guard import BreakerState, GuardedStore
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class WaitRoom:
             if self._store is not None:
                 try:
                     self._apply_overrides(await self._store.overrides())
-                except StoreError:
+                except (StoreError, Overloaded):
                     pass  # keep the last known; the breaker logs the store's failure
                 except Exception:
                     log.exception("waitroom: reading the overrides failed")

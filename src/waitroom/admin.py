@@ -44,7 +44,7 @@ from waitroom.overrides import (
     room_key,
     rule_key,
 )
-from waitroom.store import Store, StoreError
+from waitroom.store import Overloaded, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ async def room_views(operated: Operated, only: str | None = None) -> list[dict[s
         try:
             async with asyncio.timeout(READ_TIMEOUT):
                 state = await store.room_state(room_policy(effective))
-        except (StoreError, TimeoutError):
+        except (StoreError, Overloaded, TimeoutError):
             view["store"] = "failing"
             return
         view["store"] = "ok"
@@ -328,7 +328,7 @@ class _Admin(_Base):
     async def change(self, action: str, what: str, changes: dict[str, str | None]) -> bool:
         try:
             await self.operated.change_overrides(changes)
-        except StoreError as e:
+        except (StoreError, Overloaded) as e:
             log.warning("waitroom admin: %s refused: the store is failing (%s)", what, e)
             self.fail(503, "the store is failing: nothing was changed")
             return False
@@ -399,7 +399,7 @@ class RoomAction(_Admin):
                 if store is None:
                     raise StoreError("no store")
                 await asyncio.wait_for(store.unblock(name), READ_TIMEOUT)
-            except (StoreError, TimeoutError) as e:
+            except (StoreError, Overloaded, TimeoutError) as e:
                 log.warning("waitroom admin: unblock %s refused: the store is failing (%s)", name, e)
                 self.fail(503, "the store is failing: nothing was changed")
                 return

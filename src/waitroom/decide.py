@@ -133,7 +133,7 @@ class Decider:
                 Outcome.WAITING, room, shed="queue", pending=pending and self._pending(room, pending)
             )
         try:
-            admission, degraded = await self._admit(self.overrides.room(room), session_id)
+            admission, degraded, maybe_done = await self._admit(self.overrides.room(room), session_id)
         except Overloaded as e:
             METRICS.shed.labels(e.reason).inc()
             return Decision(Outcome.WAITING, room, shed=e.reason, pending=self._pending(room, session_id))
@@ -150,39 +150,43 @@ class Decider:
             blocked_for=admission.blocked_for,
             block_started=admission.block_started,
             degraded=degraded,
-            # When the store failed, it may still have recorded the admission: keep the id.
-            pending=self._pending(room, session_id) if degraded is not None else None,
+            # The store may have recorded the admission although its answer was lost: keep the id.
+            pending=self._pending(room, session_id) if maybe_done else None,
         )
 
     def _pending(self, room: RoomConfig, session_id: str) -> str:
         # Alive as long as a recorded admission can still be in the window.
         return self.codec.issue_pending(room.name, session_id, self.clock(), room.window)
 
-    async def _admit(self, room: RoomConfig, session_id: str) -> tuple[Admission, StoreErrorPolicy | None]:
-        """The store's answer, or the failure policy's when the store fails. Overloaded passes up."""
+    async def _admit(
+        self, room: RoomConfig, session_id: str
+    ) -> tuple[Admission, StoreErrorPolicy | None, bool]:
+        """The store's answer, or the failure policy's when the store fails (and whether the store
+        may have admitted the visitor all the same). Overloaded passes up."""
         store_config = self.config.store
         try:
             # A remote store comes wrapped in a GuardedStore (store/guard.py): every call bounded by
             # store.timeout, and failing at once while its circuit is open.
             if room.name in self._unsynced:
                 await self._sync(room)
-            return await self.store.admit(room_policy(room), session_id), None
+            return await self.store.admit(room_policy(room), session_id), None, False
         except StoreError as e:
             policy = store_config.on_error
+            maybe_done = e.maybe_done
             # The breaker logs when the store starts and stops failing; one line per request would flood.
             log.debug("store failed (%s); room %s decided by on_error=%s", e, room.name, policy.value)
         now = self.clock()
         if policy is StoreErrorPolicy.OPEN:
-            return Admission(True, 0.0, False, now), policy
+            return Admission(True, 0.0, False, now), policy, maybe_done
         if policy is StoreErrorPolicy.CLOSED:
-            return Admission(False, now + math.ceil(room.retry_after), False, now), policy
+            return Admission(False, now + math.ceil(room.retry_after), False, now), policy, maybe_done
         if self._local is None:
             self._local = MemoryStore(self.clock)
         policy_here = room_policy(room, store_config.local_replicas(self.live_replicas()))
         admission = await self._local.admit(policy_here, session_id)
         if admission.admitted:
             self._unsynced.add(room.name)
-        return admission, policy
+        return admission, policy, maybe_done
 
     async def _sync(self, room: RoomConfig) -> None:
         """The store is back: what this replica admitted on its own while it was away joins the

@@ -70,7 +70,7 @@ async def test_a_silent_store_times_out_on_an_idle_loop() -> None:
     started = time.monotonic()
     with pytest.raises(StoreError):
         await store.admit(ROOM, "a")
-    assert 0.05 <= time.monotonic() - started < 0.05 + 0.1
+    assert 0.05 <= time.monotonic() - started < 0.05 + 0.25
 
 
 async def test_a_silent_store_times_out_even_after_the_loop_was_busy() -> None:
@@ -80,7 +80,7 @@ async def test_a_silent_store_times_out_even_after_the_loop_was_busy() -> None:
     started = time.monotonic()
     with pytest.raises(StoreError):
         await store.admit(ROOM, "a")
-    assert time.monotonic() - started < 0.15 + 0.05 + 0.1
+    assert time.monotonic() - started < 0.15 + 0.05 + 0.25
 
 
 async def test_a_loop_that_never_catches_up_sheds_without_counting_a_store_failure() -> None:
@@ -99,7 +99,7 @@ async def test_a_loop_that_never_catches_up_sheds_without_counting_a_store_failu
         await store.admit(ROOM, "a")
     assert shed.value.sent
     assert shed.value.reason == "store_wait"
-    assert 0.3 <= time.monotonic() - started < 0.3 + 0.2
+    assert 0.3 <= time.monotonic() - started < 0.3 + 0.3
     assert store.breaker.state is BreakerState.CLOSED, "saturation is not Redis's fault"
 
 

@@ -68,6 +68,12 @@ class RateResult:
 class StoreError(Exception):
     """The store could not answer (unreachable, timed out, refused); the failure policy applies."""
 
+    def __init__(self, message: str, *, maybe_done: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_done = maybe_done
+        """The question may have reached the store and been carried out (a timeout, a connection
+        lost while waiting): an admission may have been recorded although no answer came."""
+
 
 class Overloaded(Exception):
     """The proxy itself was too busy to get the store's answer in time (see store/guard.py).

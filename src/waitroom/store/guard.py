@@ -150,6 +150,16 @@ class Deadline:
             raise TimeoutError from error
 
 
+def _maybe_done(error: BaseException) -> bool:
+    """Could the store have carried out a call that failed this way? Yes after a timeout or a
+    connection lost while waiting; no when it refused the connection or answered with an error."""
+    while error is not None:
+        if isinstance(error, TimeoutError) or "connection lost" in str(error):
+            return True
+        error = error.__cause__  # type: ignore[assignment]
+    return False
+
+
 class GuardedStore:
     """Wraps a remote store: every call under a Deadline, every failure a StoreError."""
 
@@ -199,7 +209,7 @@ class GuardedStore:
             self.breaker.failed()
             kind = "timeout" if isinstance(e, TimeoutError) else "error"
             METRICS.store_errors.labels(operation, kind).inc()
-            raise StoreError(str(e) or type(e).__name__) from e
+            raise StoreError(str(e) or type(e).__name__, maybe_done=_maybe_done(e)) from e
         finally:
             METRICS.store_duration.labels(operation).observe(time.perf_counter() - started)
         self.breaker.succeeded()

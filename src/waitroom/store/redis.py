@@ -40,6 +40,9 @@ from waitroom.store.base import (
 )
 from waitroom.store.pipelined import PipelinedConnection, PipelinedScript
 
+CLIENT_TIMEOUT = 2.0
+"""The least socket timeout given to the Redis clients (see for_url)."""
+
 _ALGORITHM_CODES = {"sliding_window": "w", "sliding_log": "l", "gcra": "g"}
 
 
@@ -138,13 +141,15 @@ class RedisStore:
     def for_url(cls, url: str, timeout: float, key_prefix: str, clock: Clock | None = None) -> RedisStore:
         """A single node (`redis://` without options) gets the pipelined connection for its scripts;
         TLS, Sentinel and Cluster go through redis-py alone."""
+        # The clients' own socket timeouts are only a backstop: store.timeout is enforced around
+        # every call by the GuardedStore's Deadline, which tells a slow Redis from a busy event
+        # loop; a client timeout as tight as store.timeout would count the loop's lag as Redis's.
+        bound = max(timeout, CLIENT_TIMEOUT)
         parts = urlsplit(url)
         fast = (
-            PipelinedConnection.from_url(url, timeout)
-            if parts.scheme == "redis" and not parts.query
-            else None
+            PipelinedConnection.from_url(url, bound) if parts.scheme == "redis" and not parts.query else None
         )
-        return cls(client_from_url(url, timeout), key_prefix, clock, fast)
+        return cls(client_from_url(url, bound), key_prefix, clock, fast)
 
     def room_keys(self, room: str) -> list[str]:
         tag = f"{self._prefix}:{{room:{room}}}"
