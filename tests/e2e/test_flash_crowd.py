@@ -171,3 +171,32 @@ def test_what_local_admitted_during_an_outage_counts_after_redis_returns(
     after = [httpx.get(f"{proxy.url}/a", timeout=10).status_code for _ in range(10)]
     assert after.count(200) == 0, "the window is full: the outage's admissions count"
     assert admitted(redis_server, "a") == LIMIT
+
+
+def test_a_saturated_proxy_sheds_and_never_admits_even_with_on_error_open(
+    start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
+) -> None:
+    """`open` lets everyone in when Redis fails; a proxy that is merely too busy is not a Redis
+    failure. A tiny max_wait makes a burst saturate it: the requests it cannot decide in time get
+    the wait answer, and only the shared window admits."""
+    admin = free_port()
+    relay = DelayRelay(redis_server.port, 20)
+    try:
+        text = config(relay.url, "open", admin).replace(
+            "  on_error: open\n", "  on_error: open\n  max_wait: 10ms\n"
+        )
+        proxy = start_proxy(text, upstream.url, env=ENV)
+        statuses = flash_crowd([proxy.url], 400, "/c")
+        metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text
+    finally:
+        relay.stop()
+    assert set(statuses) <= {200, 503}
+    assert statuses.count(200) == admitted(redis_server, "c") <= LIMIT
+    shed = sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("waitroom_shed_requests_total{")
+    )
+    assert shed > 0, "a burst of 400 with max_wait 10ms saturates the proxy"
+    assert statuses.count(503) >= shed
+    assert "waitroom_degraded_decisions_total{" not in metrics, "the failure policy (open) never decided"
