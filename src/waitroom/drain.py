@@ -70,6 +70,9 @@ class Drain:
         self.past_bound = False
         """True once `admin.drain` is over: requests still arriving are answered 503."""
         self._inflight: set[str] = set()
+        self._flows: dict[str, set[str]] = {}
+        """Client connection → its requests in flight: a connection that closes takes them along
+        (nobody is left to answer), so the drain never waits for a flow mitmproxy forgot."""
         self._connections: dict[str, float] = {}
         """Open client connections → when they were last active (connected, request, response)."""
         self._task: asyncio.Task[None] | None = None
@@ -88,6 +91,7 @@ class Drain:
 
     def client_disconnected(self, client: Client) -> None:
         self._connections.pop(client.id, None)
+        self._inflight.difference_update(self._flows.pop(client.id, ()))
         if self.closing:
             self._changed.set()
 
@@ -96,6 +100,7 @@ class Drain:
         if flow.id in self._inflight:
             return
         self._inflight.add(flow.id)
+        self._flows.setdefault(flow.client_conn.id, set()).add(flow.id)
         self._touch(flow.client_conn.id)
         if self.past_bound and flow.live and flow.response is None:
             flow.response = http.Response.make(
@@ -123,13 +128,23 @@ class Drain:
         if flow.id not in self._inflight:
             return
         self._inflight.discard(flow.id)
-        self._touch(flow.client_conn.id)
+        client = flow.client_conn.id
+        flows = self._flows.get(client)
+        if flows is not None:
+            flows.discard(flow.id)
+            if not flows:
+                del self._flows[client]
+        self._touch(client)
         if self.closing:
             self._changed.set()
 
     def _touch(self, client: str) -> None:
         if client in self._connections:
             self._connections[client] = self._clock()
+
+    def done(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # mitmproxy stops for another reason (SIGINT) while we drain
 
     # --- the sequence ------------------------------------------------------------------------
 
