@@ -148,7 +148,7 @@ admin: {{host: 127.0.0.1, port: {admin_port}, shutdown_delay: {SHUTDOWN_DELAY}s,
         proxy.proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         # Readiness fails at once, while the proxy still serves (the shutdown delay).
-        wait_for(lambda: _status(f"http://127.0.0.1:{admin_port}/readyz") == 503, 1.0, "readiness false")
+        wait_for(lambda: _status(f"http://127.0.0.1:{admin_port}/readyz") == 503, 5, "readiness false")
         exit_code = proxy.proc.wait(timeout=SHUTDOWN_DELAY + DRAIN + MARGIN)
         took = time.monotonic() - sent
     finally:
