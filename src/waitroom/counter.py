@@ -40,7 +40,8 @@ ALLOW_ROOT = "GET, HEAD, OPTIONS"
 """`/` is the total: it is read, never PUT."""
 STORE_TIMEOUT = 1.0
 """Bound on every counts-store call. The counter is the service, not the proxy's fast path: a second
-is generous, and past it the visitor gets a 503 instead of a hang."""
+is generous, and past it the client gets an answer instead of a hang: 503 when the call certainly did
+not reach Redis, 504 "may have been counted" for a PUT that may have."""
 
 MAX_KEY_BYTES = 255
 """Longest `Idempotency-Key` accepted (its characters, unquoted); longer ones get 400."""
@@ -229,7 +230,6 @@ class Counter:
             except ValueError as e:
                 raise exceptions.OptionsError(f"counter_max_body: {e}") from None
             self.max_body = size if size is not None else 64 * 1024
-        window_changed = False
         if "counter_idempotency_window" in updated:
             try:
                 window = parse_duration(ctx.options.counter_idempotency_window)
@@ -237,10 +237,12 @@ class Counter:
                 raise exceptions.OptionsError(f"counter_idempotency_window: {e}") from None
             if window <= 0:
                 raise exceptions.OptionsError("counter_idempotency_window: must be longer than 0s")
-            window_changed, self.key_window = window != self.key_window, window
-        if updated & {"counter_store", "waitroom_config"} or window_changed:
+            self.key_window = window
+            if self.counts is not None:
+                self.counts.key_window = window  # the counts stay; keys stored from now on use it
+        if updated & {"counter_store", "waitroom_config"}:
             wanted = self._wanted_store()
-            if wanted != self._store_config or window_changed:
+            if wanted != self._store_config:
                 if self.counts is not None:
                     log.info("counter: the counts store changed; counting starts again there")
                 self.counts = open_counts(wanted, STORE_TIMEOUT, self.key_window)

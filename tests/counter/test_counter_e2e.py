@@ -127,6 +127,8 @@ def test_an_unreachable_counts_store_answers_503_fast(
     [
         ("counter_store=postgres://x", "unsupported store URL"),
         ("counter_max_body=lots", "counter_max_body: "),
+        ("counter_idempotency_window=soon", "counter_idempotency_window: "),
+        ("counter_idempotency_window=0s", "counter_idempotency_window: must be longer than 0s"),
     ],
 )
 def test_a_bad_option_stops_the_start_with_one_line(start_proxy: StartProxy, option: str, words: str) -> None:

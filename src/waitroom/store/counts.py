@@ -46,6 +46,9 @@ class OutcomeUnknown(StoreError):
 
 
 class Counts(Protocol):
+    key_window: float
+    """Seconds an idempotency key is remembered (changing it applies to keys stored from then on)."""
+
     async def put(self, path: str, key: str | None = None) -> Put:
         """Count one PUT to `path`, once per `key` within the key window.
         Raises KeyReused, OutcomeUnknown, or StoreError (known not counted)."""
@@ -62,7 +65,7 @@ class MemoryCounts:
     def __init__(self, key_window: float = 86_400.0, clock: Any = time.monotonic) -> None:
         self._paths: dict[str, int] = {}
         self._total = 0
-        self._window = key_window
+        self.key_window = key_window
         self._clock = clock
         self._keys: OrderedDict[str, tuple[float, int, str]] = OrderedDict()
         """key → (forgotten at, first count, path), oldest first (one window for all keys)."""
@@ -83,7 +86,7 @@ class MemoryCounts:
         self._paths[path] = count = self._paths.get(path, 0) + 1
         self._total += 1
         if key is not None:
-            self._keys[key] = (self._clock() + self._window, count, path)
+            self._keys[key] = (self._clock() + self.key_window, count, path)
         return Put(count, self._total)
 
     async def get(self, path: str) -> int:
@@ -107,7 +110,7 @@ class RedisCounts:
 
         self._client = client
         self._timeout = timeout
-        self._window_ms = max(1, round(key_window * 1000))
+        self.key_window = key_window
         self.paths_key = f"{key_prefix}:{{counter}}:paths"
         self.total_key = f"{key_prefix}:{{counter}}:total"
         self.key_prefix = f"{key_prefix}:{{counter}}:idem:"
@@ -131,7 +134,7 @@ class RedisCounts:
         args: list[str | int] = [path]
         if key is not None:
             keys.append(self.key_prefix + key)
-            args.append(self._window_ms)
+            args.append(max(1, round(self.key_window * 1000)))
         count, total, replayed = await self._call(self._put(keys=keys, args=args), writes=True)
         if replayed == 2:
             raise KeyReused(key)
