@@ -31,6 +31,7 @@ from waitroom.admin import AdminServer
 from waitroom.claims import ClaimVerifier
 from waitroom.config import Config, ConfigError, StoreConfig, load_config
 from waitroom.decide import Decider, Decision, Outcome, cookie_name
+from waitroom.drain import Drain, Timing
 from waitroom.identity import client_is_https
 from waitroom.kube import ReplicaWatcher, start_replica_watch
 from waitroom.limits import LimitDecision, LimitOutcome, RateLimiter, RequestFacts
@@ -134,7 +135,9 @@ class WaitRoom:
         self.loaded: _Loaded | None = None
         self.overrides = Overrides()
         """Run-time settings from the admin API, read from the store (see overrides.py)."""
-        self.draining = False
+        self.drain = Drain(self._drain_timing)
+        self.addons = [self.drain]
+        """mitmproxy runs these after this addon: in-flight tracking and the SIGTERM sequence."""
         self._store: Store | None = None
         self._store_config: StoreConfig | None = None
         self._store_replay = False
@@ -146,10 +149,6 @@ class WaitRoom:
         self._admin_place: tuple[str, int, str | None] | None = None
         self._cluster: ReplicaWatcher | None = None
         self._cluster_place: tuple[str, str | None] | None = None
-        self._inflight: set[str] = set()
-        METRICS.inflight.set_function(lambda: len(self._inflight))  # read at scrape time, not per request
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     def _now(self) -> float:
         return self._replay_clock() if self._replay_clock.base is not None else self._base_clock()
@@ -220,7 +219,7 @@ class WaitRoom:
         self._start_admin()
         self._start_cluster()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows' Proactor loop
-            loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+            loop.add_signal_handler(signal.SIGTERM, self.drain.begin)
         self._tasks = [
             loop.create_task(self._watch_config(), name="waitroom: config watcher"),
             loop.create_task(self._refresh_overrides(), name="waitroom: overrides"),
@@ -241,6 +240,10 @@ class WaitRoom:
             await self._store.close()
 
     # --- operations: admin port, reload, drain, overrides ----------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self.drain.draining
 
     @property
     def config(self) -> Config | None:
@@ -365,25 +368,9 @@ class WaitRoom:
             METRICS.config_reloads.labels("ok").inc()
             log.info("waitroom: reloaded %s", loaded.path)
 
-    def _on_sigterm(self) -> None:
-        """Readiness turns false at once; requests in flight get `admin.drain` to finish."""
-        if self.draining:
-            return
-        self.draining = True
-        METRICS.ready.set(0)
-        drain = self.config.admin.drain if self.config else 0.0
-        log.info(
-            "waitroom: SIGTERM: not ready; draining %d request(s) for up to %gs", len(self._inflight), drain
-        )
-        task = asyncio.get_running_loop().create_task(self._drain_then_exit(drain))
-        self._tasks.append(task)
-
-    async def _drain_then_exit(self, drain: float) -> None:
-        try:
-            await asyncio.wait_for(self._idle.wait(), drain)
-        except TimeoutError:
-            log.warning("waitroom: drain period over; %d request(s) still in flight", len(self._inflight))
-        ctx.master.shutdown()
+    def _drain_timing(self) -> Timing:
+        admin = self.config.admin if self.config else None
+        return Timing(admin.shutdown_delay, admin.drain) if admin else Timing(0.0, 0.0)
 
     def _build(self, path: Path) -> _Loaded:
         try:
@@ -474,19 +461,12 @@ class WaitRoom:
         self._finished(flow)
 
     def _finished(self, flow: http.HTTPFlow) -> None:
-        self._inflight.discard(flow.id)
-        if not self._inflight:
-            self._idle.set()
         entry = flow.metadata.pop(_DECISION_LOG_KEY, None)
         if entry is not None:
             entry["status"] = flow.response.status_code if flow.response else None
             log.info("%s", json.dumps(entry, separators=(",", ":")))
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        # In flight from here to its response (or error): what a drain waits for. (Not from
-        # requestheaders: one hook less per request, and a body still uploading has no answer yet.)
-        self._inflight.add(flow.id)
-        self._idle.clear()
         if not flow.live:
             if self._replay:
                 await self._replayed_request(flow)

@@ -263,8 +263,11 @@ class AdminConfig(_Model):
     """The admin port (/metrics, /healthz, /readyz, /admin/...); none: no admin server."""
     token_env: str = Field("WAITROOM_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Environment variable holding the admin API's bearer token; unset or empty: the API is off."""
+    shutdown_delay: Duration = 0.0
+    """On SIGTERM: /readyz turns 503 at once and the proxy keeps serving this long, so load balancers
+    that poll readiness stop sending; then it stops accepting. 0: the chart's preStop sleep does it."""
     drain: Duration = 10.0
-    """On SIGTERM: /readyz turns 503 at once, requests in flight get this long to finish, then exit."""
+    """After the shutdown delay: requests in flight get this long to finish, then the process exits."""
 
 
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"

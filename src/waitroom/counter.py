@@ -6,7 +6,9 @@
     HEAD        as GET, without a body; OPTIONS → 204 with Allow; anything else → 405 with Allow
 
 Paths are normalised before they are counted (see `counter_path`), so `/a/`, `/a?x=1`, `//a` and
-`/%61` are one path. `Accept: text/plain` gets the bare number. Bodies are never read or stored;
+`/%61` are one path. A PUT with an `Idempotency-Key` is counted once per key (see `idempotency_key`);
+one whose store call timed out after it was sent is answered 504 "may have been counted", never as
+if it was not. `Accept: text/plain` gets the bare number. Bodies are never read or stored;
 one over `counter_max_body` is refused with 413. The upstream is never contacted.
 """
 
@@ -23,10 +25,11 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.utils import human
 
 from waitroom.config import ConfigError, StoreConfig, load_config
+from waitroom.durations import parse_duration
 from waitroom.metrics import METRICS
 from waitroom.routing import path_segments
 from waitroom.store.base import StoreError
-from waitroom.store.counts import Counts, open_counts
+from waitroom.store.counts import Counts, KeyReused, OutcomeUnknown, open_counts
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,20 @@ ALLOW_ROOT = "GET, HEAD, OPTIONS"
 """`/` is the total: it is read, never PUT."""
 STORE_TIMEOUT = 1.0
 """Bound on every counts-store call. The counter is the service, not the proxy's fast path: a second
-is generous, and past it the visitor gets a 503 instead of a hang."""
+is generous, and past it the client gets an answer instead of a hang: 503 when the call certainly did
+not reach Redis, 504 "may have been counted" for a PUT that may have."""
+
+MAX_KEY_BYTES = 255
+"""Longest `Idempotency-Key` accepted (its characters, unquoted); longer ones get 400."""
+KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+"""`true` on the answer to a PUT whose key was seen before: it is the first answer, counted then."""
 
 _METHODS = frozenset({"GET", "HEAD", "PUT", "OPTIONS", "POST", "DELETE", "PATCH"})
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
+_BARE_KEY = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +102,26 @@ def counter_path(target: str) -> str:
     return path
 
 
+def idempotency_key(values: list[str]) -> str | None:
+    """The `Idempotency-Key` of a request (IETF httpapi draft): a Structured Field string
+    (`"8e03978e-40d5"`); a bare token (`8e03978e-40d5`) is taken too, as many clients send one.
+    None without the header; 400 for several headers, an empty, malformed or too long key."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest(400, "Bad Request", f"send one {KEY_HEADER} header")
+    raw = values[0].strip()
+    if quoted := _SF_STRING.fullmatch(raw):
+        key = re.sub(r"\\(.)", r"\1", quoted.group(1))
+    elif _BARE_KEY.fullmatch(raw):
+        key = raw
+    else:
+        raise BadRequest(400, "Bad Request", f"{KEY_HEADER} must be a quoted string of printable ASCII")
+    if not key or len(key) > MAX_KEY_BYTES:
+        raise BadRequest(400, "Bad Request", f"{KEY_HEADER} must be 1 to {MAX_KEY_BYTES} characters long")
+    return key
+
+
 def wants_text(accept: str) -> bool:
     """True when `Accept` prefers text/plain to application/json (JSON on a tie or no preference)."""
     best = {"application/json": 0.0, "text/plain": 0.0}
@@ -117,8 +149,16 @@ def answer(data: dict[str, Any], text: bool) -> Answer:
     return Answer(200, _headers("application/json"), json.dumps(data).encode())
 
 
-def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Answer:
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None,
+) -> Answer:
+    body = json.dumps(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail, **(extra or {})}
+    )
     return Answer(status, {**_headers("application/problem+json"), **(headers or {})}, body.encode())
 
 
@@ -133,6 +173,7 @@ class Counter:
         self.counts: Counts | None = None
         self._store_config: StoreConfig | None = None
         self.max_body = 64 * 1024
+        self.key_window = 86_400.0
         self._running = False
 
     def load(self, loader: Any) -> None:
@@ -158,6 +199,17 @@ class Counter:
             """,
         )
 
+        loader.add_option(
+            "counter_idempotency_window",
+            str,
+            "24h",
+            """
+            How long the counter remembers a PUT's Idempotency-Key: a PUT with the same key within
+            this window is not counted again and gets the first answer (on every replica that shares
+            the counts store). Durations as 30s, 15m, 24h.
+            """,
+        )
+
     def configure(self, updated: set[str]) -> None:
         try:
             self._configure(updated)
@@ -178,12 +230,22 @@ class Counter:
             except ValueError as e:
                 raise exceptions.OptionsError(f"counter_max_body: {e}") from None
             self.max_body = size if size is not None else 64 * 1024
+        if "counter_idempotency_window" in updated:
+            try:
+                window = parse_duration(ctx.options.counter_idempotency_window)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"counter_idempotency_window: {e}") from None
+            if window <= 0:
+                raise exceptions.OptionsError("counter_idempotency_window: must be longer than 0s")
+            self.key_window = window
+            if self.counts is not None:
+                self.counts.key_window = window  # the counts stay; keys stored from now on use it
         if updated & {"counter_store", "waitroom_config"}:
             wanted = self._wanted_store()
             if wanted != self._store_config:
                 if self.counts is not None:
                     log.info("counter: the counts store changed; counting starts again there")
-                self.counts = open_counts(wanted, STORE_TIMEOUT)
+                self.counts = open_counts(wanted, STORE_TIMEOUT, self.key_window)
                 self._store_config = wanted
                 log.info("counter: counts in %s", wanted.url.split("@")[-1])  # never log credentials
 
@@ -226,7 +288,9 @@ class Counter:
             flow.response = _response(_too_large(self.max_body))
             return
         try:
-            result = await self.serve(req.method, req.path, req.headers.get("Accept", ""))
+            result = await self.serve(
+                req.method, req.path, req.headers.get("Accept", ""), req.headers.get_all(KEY_HEADER)
+            )
         except Exception:  # a bug must not become a traceback for the client
             log.exception("counter: %s %s failed", req.method, req.path)
             result = problem(500, "Internal Server Error", "the counter failed; see its log")
@@ -239,8 +303,9 @@ class Counter:
         method = req.method if req.method in _METHODS else "other"  # a label never takes client text
         METRICS.counter_operations.labels(method, str(response.status_code)).inc()
 
-    async def serve(self, method: str, target: str, accept: str) -> Answer:
+    async def serve(self, method: str, target: str, accept: str, keys: list[str] | None = None) -> Answer:
         assert self.counts is not None
+        key = None
         try:
             path = counter_path(target)
             allow = ALLOW_ROOT if path == "/" else ALLOW
@@ -252,8 +317,12 @@ class Counter:
                     return answer({"total": await self.counts.total()}, text)
                 return answer({"path": path, "count": await self.counts.get(path)}, text)
             if method == "PUT" and path != "/":
-                count, _ = await self.counts.put(path)
-                return answer({"path": path, "count": count}, text)
+                key = idempotency_key(keys or [])
+                put = await self.counts.put(path, key)
+                result = answer({"path": path, "count": put.count}, text)
+                if put.replayed:
+                    result.headers[REPLAYED_HEADER] = "true"
+                return result
             raise BadRequest(
                 405,
                 "Method Not Allowed",
@@ -262,11 +331,38 @@ class Counter:
             )
         except BadRequest as e:
             return e.answer()
+        except KeyReused:
+            return problem(
+                422,
+                "Unprocessable Content",
+                f"this {KEY_HEADER} was first used for another path; nothing was counted",
+            )
+        except OutcomeUnknown as e:
+            log.warning("counter: store did not answer a PUT in time (%s): it may have been counted", e)
+            return _unknown(key)
         except StoreError as e:
             log.warning("counter: store unavailable (%s)", e)
+            counted = "; nothing was counted" if method == "PUT" else ""
             return problem(
-                503, "Service Unavailable", "the counts store is unavailable", {"Retry-After": "1"}
+                503, "Service Unavailable", f"the counts store is unavailable{counted}", {"Retry-After": "1"}
             )
+
+
+def _unknown(key: str | None) -> Answer:
+    """The PUT was sent to the store and no answer came in time: it may have been counted already,
+    or may be when the store catches up. 504 (the store, our upstream, timed out) says no more than
+    that; only with a key is a retry safe, so only then is one invited."""
+    if key is None:
+        detail = (
+            "the counts store did not answer in time: this PUT may have been counted (now or when the "
+            f"store catches up); retrying it may count it twice. Send an {KEY_HEADER} to retry safely"
+        )
+        return problem(504, "Outcome Unknown", detail, extra={"outcome": "unknown"})
+    detail = (
+        "the counts store did not answer in time: this PUT may have been counted. Retry it with the "
+        f"same {KEY_HEADER}: it is counted once, and the retry answers what happened"
+    )
+    return problem(504, "Outcome Unknown", detail, {"Retry-After": "1"}, extra={"outcome": "unknown"})
 
 
 def _too_large(limit: int) -> Answer:

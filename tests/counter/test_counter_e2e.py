@@ -127,6 +127,8 @@ def test_an_unreachable_counts_store_answers_503_fast(
     [
         ("counter_store=postgres://x", "unsupported store URL"),
         ("counter_max_body=lots", "counter_max_body: "),
+        ("counter_idempotency_window=soon", "counter_idempotency_window: "),
+        ("counter_idempotency_window=0s", "counter_idempotency_window: must be longer than 0s"),
     ],
 )
 def test_a_bad_option_stops_the_start_with_one_line(start_proxy: StartProxy, option: str, words: str) -> None:
@@ -189,3 +191,26 @@ rooms:
     assert httpx.put(f"{a.url}/x", timeout=10).json()["count"] == 1
     assert httpx.put(f"{b.url}/x", timeout=10).json()["count"] == 2
     assert httpx.get(f"{a.url}/", timeout=10).json() == {"total": 2}
+
+
+def test_idempotency_key_counts_once_and_refuses_bad_keys(counter: Mitmdump) -> None:
+    c = httpx.Client(base_url=counter.url, timeout=10)
+    key = {"Idempotency-Key": '"8e03978e-40d5-43e8-bc93-6894a57f9324"'}
+    first = c.put("/k", headers=key)
+    assert (first.status_code, first.json()["count"]) == (200, 1)
+    assert "Idempotent-Replayed" not in first.headers
+    again = c.put("/k/", headers=key)  # the same path, however written
+    assert (again.status_code, again.json(), again.headers["Idempotent-Replayed"]) == (
+        200,
+        {"path": "/k", "count": 1},
+        "true",
+    )
+    assert c.put("/k", headers={"Idempotency-Key": "bare-token-1"}).json()["count"] == 2
+    other = c.put("/elsewhere", headers=key)
+    assert other.status_code == 422
+    assert "another path" in other.json()["detail"]
+    for bad in ['""', '"' + "x" * 256 + '"', "two words", '"unterminated']:
+        refused = c.put("/k", headers={"Idempotency-Key": bad})
+        assert refused.status_code == 400, bad
+        assert refused.headers["Content-Type"] == "application/problem+json"
+    assert c.get("/").json() == {"total": 2}

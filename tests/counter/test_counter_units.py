@@ -11,7 +11,7 @@ import pytest
 from tests.support import RedisServer
 from waitroom.config import StoreConfig
 from waitroom.counter import MAX_PATH_BYTES, BadRequest, counter_path, wants_text
-from waitroom.store.counts import Counts, MemoryCounts, RedisCounts, open_counts
+from waitroom.store.counts import Counts, KeyReused, MemoryCounts, Put, RedisCounts, open_counts
 from waitroom.store.redis import client_from_url
 
 
@@ -109,12 +109,49 @@ async def counts(request: pytest.FixtureRequest, redis_for_counts: RedisServer) 
 async def test_counts_contract(counts: Counts) -> None:
     assert await counts.total() == 0
     assert await counts.get("/a") == 0
-    assert await counts.put("/a") == (1, 1)
-    assert await counts.put("/a") == (2, 2)
-    assert await counts.put("/b") == (1, 3)
+    assert await counts.put("/a") == Put(1, 1)
+    assert await counts.put("/a") == Put(2, 2)
+    assert await counts.put("/b") == Put(1, 3)
     assert (await counts.get("/a"), await counts.get("/b"), await counts.total()) == (2, 1, 3)
-    assert await counts.put("/café ünïcode") == (1, 4)
+    assert await counts.put("/café ünïcode") == Put(1, 4)
     assert await counts.get("/café ünïcode") == 1
+
+
+@pytest.mark.e2e
+async def test_a_key_counts_once_and_replays_the_first_answer(counts: Counts) -> None:
+    assert await counts.put("/a", "k1") == Put(1, 1)
+    assert await counts.put("/a") == Put(2, 2)
+    assert await counts.put("/a", "k1") == Put(1, 0, replayed=True)  # the first answer, counted once
+    assert await counts.put("/a", "k2") == Put(3, 3)
+    with pytest.raises(KeyReused):
+        await counts.put("/b", "k1")  # the key belongs to /a: nothing is counted
+    assert (await counts.get("/a"), await counts.get("/b"), await counts.total()) == (3, 0, 3)
+    # Concurrent retries of one key: exactly one counts, all answer its count.
+    answers = await asyncio.gather(*(counts.put("/c", "k3") for _ in range(50)))
+    assert [a.replayed for a in answers].count(False) == 1
+    assert {a.count for a in answers} == {1}
+    assert await counts.get("/c") == 1
+
+
+async def test_the_embedded_store_forgets_keys_after_their_window() -> None:
+    now = [100.0]
+    counts = MemoryCounts(key_window=60.0, clock=lambda: now[0])
+    assert (await counts.put("/a", "k")).count == 1
+    now[0] += 59.9
+    assert (await counts.put("/a", "k")).replayed
+    now[0] += 0.1
+    assert await counts.put("/a", "k") == Put(2, 2)  # a new window: counted again
+
+
+@pytest.mark.e2e
+async def test_redis_keeps_a_key_for_its_window(redis_for_counts: RedisServer) -> None:
+    counts = RedisCounts(client_from_url(redis_for_counts.url, 2.0), "ttl", 2.0, key_window=90.0)
+    try:
+        await counts.put("/a", "k")
+        ttl = redis_for_counts.client().pttl(counts.key_prefix + "k")
+        assert 89_000 < ttl <= 90_000
+    finally:
+        await counts.close()
 
 
 @pytest.mark.e2e

@@ -148,7 +148,10 @@ def test_probes_drain_and_grace_period(values_file: str, tmp_path: Path) -> None
     assert sleep[0] == "sleep"
     assert int(sleep[1]) > 0
     grace = objects.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > int(sleep[1]) + config.admin.drain
+    # SIGTERM after the sleep; the shutdown delay, up to 1 s to stop accepting, the drain (at least
+    # 1 s) and the exit all fit before the kubelet's SIGKILL.
+    assert grace >= int(sleep[1]) + config.admin.shutdown_delay + config.admin.drain + 2
+    assert config.admin.shutdown_delay == 0  # the preStop sleep is the shutdown delay
 
 
 @pytest.mark.parametrize("values_file", FILES)
@@ -293,6 +296,30 @@ def test_the_charts_redis(tmp_path: Path) -> None:
     ephemeral = rendered("autoscaling-values.yaml").one("StatefulSet", f"{FULLNAME}-redis")
     assert "volumeClaimTemplates" not in ephemeral["spec"]
     assert {"name": "data", "emptyDir": {}} in ephemeral["spec"]["template"]["spec"]["volumes"]
+
+
+def test_the_charts_redis_persists_by_default() -> None:
+    """Append-only persistence unless switched off: a Redis restart keeps counts, windows, blocks."""
+    on = render(
+        sets={"upstream": "http://shop:8080", "redis.enabled": "true", "secrets.sessionSecret": "s" * 32}
+    )
+    (container,) = on.one("StatefulSet", f"{FULLNAME}-redis")["spec"]["template"]["spec"]["containers"]
+    command = container["args"][0].split()
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+    assert command[command.index("--dir") + 1] == "/data"
+    off = render(
+        sets={
+            "upstream": "http://shop:8080",
+            "redis.enabled": "true",
+            "secrets.sessionSecret": "s" * 32,
+            "redis.persistence.appendOnly": "false",
+        }
+    )
+    (container,) = off.one("StatefulSet", f"{FULLNAME}-redis")["spec"]["template"]["spec"]["containers"]
+    command = container["args"][0].split()
+    assert command[command.index("--appendonly") + 1] == "no"
 
 
 def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
@@ -510,8 +537,13 @@ def test_a_missing_upstream_is_refused_by_name() -> None:
         (
             "production-values.yaml",
             {"config.admin.drain": "30s"},
-            "terminationGracePeriodSeconds (30) must exceed proxy.preStopSleepSeconds + "
-            "config.admin.drain (5 + 30)",
+            "terminationGracePeriodSeconds (30) must be at least proxy.preStopSleepSeconds + "
+            "config.admin.shutdown_delay + config.admin.drain + 2 (5 + 0 + 30 + 2)",
+        ),
+        (
+            "production-values.yaml",
+            {"config.admin.drain": "15s", "config.admin.shutdown_delay": "9s"},
+            "(5 + 9 + 15 + 2)",
         ),
         (
             "minimal-values.yaml",

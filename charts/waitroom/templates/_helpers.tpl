@@ -147,9 +147,14 @@ memory://
 {{- if contains "@" $url -}}
 {{- fail "waitroom: redis.external.url must not carry credentials (the config is a ConfigMap): put the password in secrets.redisPassword" -}}
 {{- end -}}
-{{- $drain := include "waitroom.seconds" ((.Values.config.admin | default dict).drain | default "10s") | int -}}
-{{- if le (int .Values.proxy.terminationGracePeriodSeconds) (add $drain .Values.proxy.preStopSleepSeconds | int) -}}
-{{- fail (printf "waitroom: proxy.terminationGracePeriodSeconds (%d) must exceed proxy.preStopSleepSeconds + config.admin.drain (%d + %d), or requests in flight are cut" (int .Values.proxy.terminationGracePeriodSeconds) (int .Values.proxy.preStopSleepSeconds) $drain) -}}
+{{- /* SIGTERM comes after the preStop sleep; then the proxy serves admin.shutdown_delay more, stops
+     accepting (up to 1 s), drains up to admin.drain (at least 1 s) and exits: 2 s cover the steps between. */ -}}
+{{- $admin := .Values.config.admin | default dict -}}
+{{- $drain := include "waitroom.seconds" ($admin.drain | default "10s") | int -}}
+{{- $delay := include "waitroom.seconds" ($admin.shutdown_delay | default "0s") | int -}}
+{{- $needed := add .Values.proxy.preStopSleepSeconds $delay $drain 2 | int -}}
+{{- if lt (int .Values.proxy.terminationGracePeriodSeconds) $needed -}}
+{{- fail (printf "waitroom: proxy.terminationGracePeriodSeconds (%d) must be at least proxy.preStopSleepSeconds + config.admin.shutdown_delay + config.admin.drain + 2 (%d + %d + %d + 2), or requests in flight are cut" (int .Values.proxy.terminationGracePeriodSeconds) (int .Values.proxy.preStopSleepSeconds) $delay $drain) -}}
 {{- end -}}
 {{- if not .Values.proxy.keepHostHeader -}}
 {{- range .Values.config.rooms -}}
