@@ -41,6 +41,7 @@ error_log {root}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
   access_log off;
+  keepalive_requests 1000000;
   client_body_temp_path {root}/body; proxy_temp_path {root}/proxy; fastcgi_temp_path {root}/fcgi;
   uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
   default_type text/plain;
