@@ -6,7 +6,7 @@ import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"\s*(\d{1,12}(?:\.\d{1,9})?)\s*(ms|s|m|h|d)?\s*")
+_DURATION = re.compile(r"\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h|d)?\s*", re.ASCII)
 MAX_DURATION = 30 * 86400.0
 """No duration in waitroom is longer than 30 days; fields have tighter bounds of their own. An
 infinite, NaN or astronomically long duration would switch a room or a limit off."""
