@@ -32,7 +32,7 @@ def answer_now(flow: http.HTTPFlow, response: http.Response) -> None:
     """Answer `flow` from the requestheaders hook, without reading a body that may follow. (When
     none follows, mitmproxy ignores the stream flag and sends the answer as usual.)"""
     flow.response = response
-    if _installed:
+    if _installed and flow.live:  # a flow read from a file has no connection to spare a body on
         flow.metadata[EARLY_KEY] = True
         flow.request.stream = True
 
