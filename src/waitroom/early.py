@@ -35,6 +35,8 @@ def answer_now(flow: http.HTTPFlow, response: http.Response) -> None:
     if _installed and flow.live:  # a flow read from a file has no connection to spare a body on
         flow.metadata[EARLY_KEY] = True
         flow.request.stream = True
+        # No "100 Continue" (mitmproxy sends one after this hook): the client is not to send it.
+        flow.request.headers.pop("expect", None)
 
 
 def install() -> bool:
