@@ -227,11 +227,11 @@ def test_connection_limit(start_proxy: StartProxy, upstream: Upstream) -> None:
     try:
         while len(held) < 4:  # each one proven registered by an answer on it
             conn = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             try:
+                conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert _read_answer(conn).startswith(b"HTTP/1.1 200")
                 held.append(conn)
-            except AssertionError:  # wait_ready's probe was not yet seen closed: try again
+            except (AssertionError, OSError):  # wait_ready's probe was not yet seen closed: again
                 conn.close()
                 assert time.monotonic() < deadline
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as extra:
@@ -239,7 +239,10 @@ def test_connection_limit(start_proxy: StartProxy, upstream: Upstream) -> None:
         held.pop().close()
 
         def served() -> bool:
-            return get(proxy.port, "/")[0] == 200
+            try:
+                return get(proxy.port, "/")[0] == 200
+            except OSError:  # refused (reset) while mitmproxy has not yet seen the close
+                return False
 
         deadline = time.monotonic() + 10
         while not served():  # the freed slot is seen once mitmproxy has processed the close
