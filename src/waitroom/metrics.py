@@ -60,6 +60,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.store_key_overflows = Counter(
+            "waitroom_store_key_overflows",
+            "Rate-limit hits the embedded store counted in a rule's shared overflow key, because its "
+            "key table was full of live state (see MAX_KEYS in store/memory.py).",
+            registry=registry,
+        )
         self.bypassed = Counter(
             "waitroom_bypassed_requests", "Requests under a bypass prefix: never queued.", registry=registry
         )

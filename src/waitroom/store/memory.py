@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from waitroom import algorithms as alg
+from waitroom.metrics import METRICS
 from waitroom.store.base import MICROS, Admission, Clock, RateCheck, RateResult, RoomPolicy, RoomState
 
 
@@ -107,6 +108,7 @@ class MemoryStore:
             self._sweep(now)
         if len(self._rates) >= self._max_keys:  # full of live state: share the overflow key
             self.overflowed += 1
+            METRICS.store_key_overflows.inc()
             ident = (check.rule, check.algorithm, OVERFLOW_KEY)
             state = self._rates.get(ident)  # at most one per rule and algorithm beyond the cap
             if state is not None:
