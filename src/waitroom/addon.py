@@ -651,8 +651,8 @@ class WaitRoom:
         await self._decide(flow)
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        # In flight from here to its response (or error): what a drain waits for. (Not from
-        # requestheaders: one hook less per request, and a body still uploading has no answer yet.)
+        # In flight from here to its response (or error): what a drain waits for. The decision
+        # was made in requestheaders; a request answered there with a body pending never gets here.
         self._inflight.add(flow.id)
         self._idle.clear()
         if not flow.live:
