@@ -13,6 +13,7 @@
 #   KEEP_HOST_HEADER   default false: the upstream gets its own host name in Host, which is what a
 #                      mesh sidecar routes by; true passes the visitor's Host (rooms with match.host)
 #   BODY_SIZE_LIMIT    default 10m: mitmproxy refuses larger request bodies with 413 before buffering
+#   TCP_TIMEOUT        default 120: seconds of silence after which mitmproxy closes a connection
 #   FLOW_DETAIL        default 0: no line per request (metrics and decision logs say more)
 #   MITMPROXY_CONFDIR  default /tmp/mitmproxy: mitmproxy writes its CA there at start, so it must be
 #                      writable (an emptyDir at /tmp when the root filesystem is read-only)
@@ -56,6 +57,7 @@ set -- \
   --set block_global=false \
   --set "keep_host_header=${KEEP_HOST_HEADER:-false}" \
   --set "body_size_limit=${BODY_SIZE_LIMIT:-10m}" \
+  --set "tcp_timeout=${TCP_TIMEOUT:-120}" \
   --set "flow_detail=${FLOW_DETAIL:-0}" \
   --set "confdir=$confdir" \
   "$@"

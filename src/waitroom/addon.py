@@ -13,20 +13,24 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import random
+import resource
 import secrets
 import signal
 import time
-from collections.abc import Coroutine
+import traceback
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import connection, ctx, exceptions, http
 
 from waitroom import config as config_module
+from waitroom import early
 from waitroom.admin import AdminServer
 from waitroom.claims import ClaimVerifier
 from waitroom.config import Config, ConfigError, StoreConfig, load_config
@@ -54,20 +58,23 @@ from waitroom.responses import (
     TemplateError,
     admitted_poll_answer,
     limited_answer,
+    problem_answer,
     rate_limit_headers,
     set_cookie,
     wait_answer,
 )
-from waitroom.routing import normalize_host, normalize_path
+from waitroom.routing import normalize_host
 from waitroom.sessions import SecretError, SessionCodec, keys_from_environment
 from waitroom.store import Clock, Overloaded, Store, StoreError, open_store
 from waitroom.store.guard import BreakerState, GuardedStore
+from waitroom.target import Refused, judge_authority, judge_target
 
 log = logging.getLogger(__name__)
 
 _SET_COOKIE_KEY = "waitroom.set_cookie"
 _EXTRA_HEADERS_KEY = "waitroom.response_headers"
 _DECISION_LOG_KEY = "waitroom.decision_log"
+_DECIDED_KEY = "waitroom.decided"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # The request path's metric series, looked up once: prometheus-client's labels() takes a lock and
 # builds a key on every call.
@@ -87,6 +94,54 @@ def _rate_limit_requests(rule: str, outcome: str) -> Any:
 
 WATCH_INTERVAL = 1.0
 """Seconds between two looks at the config file (a Kubernetes ConfigMap update is a file change)."""
+ERROR_LOG_INTERVAL = 10.0
+"""At most one log line per this many seconds about decisions that raised (the metric counts all)."""
+
+
+def _auto_max_connections() -> int:
+    """Half the open-file limit (each proxied connection may hold an upstream socket too), less a
+    reserve for the store, the admin port and the config file; at least 64."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    return max(64, (soft - 128) // 2)
+
+
+@dataclass(slots=True)
+class _Connection:
+    """A client connection, for the header timeout: armed while no request is in flight on it."""
+
+    timer: asyncio.TimerHandle | None = None
+    open_flows: int = 0
+    upgraded: bool = False
+    """A WebSocket (or other upgrade): no more HTTP requests will come, so no header timeout."""
+
+
+class _ErrorLog:
+    """One line per ERROR_LOG_INTERVAL about decisions that raised, with how many were not logged;
+    the exception's type and where it was raised, never its message (it may hold header values)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._next = 0.0
+        self._suppressed = 0
+
+    def report(self, error: BaseException, method: str) -> None:
+        now = self._clock()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+        more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
+        log.error(
+            "waitroom: a decision failed with %s at %s; answered closed (%s request)%s",
+            type(error).__name__,
+            where,
+            method if method in _METHODS else "other",
+            more,
+        )
+        self._next, self._suppressed = now + ERROR_LOG_INTERVAL, 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +155,8 @@ class _Loaded:
     decider: Decider
     limiter: RateLimiter
     templates: dict[str, Template]
+    needs_host: bool = False
+    """A room or rule matches on host: a request must name exactly one."""
 
 
 def compile_config(path: Path) -> tuple[Config, dict[str, Template], ClaimVerifier | None]:
@@ -149,6 +206,11 @@ class WaitRoom:
         self._admin_place: tuple[str, int, str | None] | None = None
         self._cluster: ReplicaWatcher | None = None
         self._cluster_place: tuple[str, str | None] | None = None
+        self._errors = _ErrorLog()
+        self._connections: dict[str, _Connection] = {}
+        self.header_timeout = 30.0
+        self.max_connections = 0
+        self.max_header_bytes = 65536
 
     def _now(self) -> float:
         return self._replay_clock() if self._replay_clock.base is not None else self._base_clock()
@@ -177,10 +239,48 @@ class WaitRoom:
             session cookies verify.
             """,
         )
+        loader.add_option(  # type: ignore[attr-defined]
+            "waitroom_header_timeout",
+            int,
+            30,
+            """
+            Seconds a client connection may take to send complete request headers, counted from
+            the moment it connects or its previous response ended (so also the keep-alive idle
+            time); past it the connection is closed. 1 to 600. mitmproxy's own tcp_timeout still
+            bounds any other silence (e.g. a body that stops arriving).
+            """,
+        )
+        loader.add_option(  # type: ignore[attr-defined]
+            "waitroom_max_connections",
+            int,
+            0,
+            """
+            Client connections open at once; a new one past this is closed at once. 0 (the
+            default): half the process's open-file limit, less a reserve.
+            """,
+        )
+        loader.add_option(  # type: ignore[attr-defined]
+            "waitroom_max_header_bytes",
+            int,
+            65536,
+            """
+            Largest request header section (names and values, all fields) the wait room reads;
+            a larger one is answered 431 and never forwarded. 1024 to 1048576.
+            """,
+        )
+        # The wait answer and 429s go out without reading a request body (see early.py).
+        early.install()
 
     def configure(self, updated: set[str]) -> None:
         if "waitroom_replay" in updated:
             self._replay = bool(ctx.options.waitroom_replay)
+        if "waitroom_header_timeout" in updated:
+            self.header_timeout = float(_bounded("waitroom_header_timeout", 1, 600))
+        if "waitroom_max_connections" in updated:
+            wanted = _bounded("waitroom_max_connections", 0, 1_000_000)
+            self.max_connections = wanted or _auto_max_connections()
+        if "waitroom_max_header_bytes" in updated:
+            self.max_header_bytes = _bounded("waitroom_max_header_bytes", 1024, 1_048_576)
         if not updated & {"waitroom_config", "keep_host_header", "mode", "waitroom_replay"}:
             return
         path = Path(ctx.options.waitroom_config or self.default_config).expanduser()
@@ -385,7 +485,8 @@ class WaitRoom:
         limiter = RateLimiter(config, store, verifier, self.clock, self.live_replicas)
         decider.overrides = self.overrides
         limiter.set_overrides(self.overrides)
-        return _Loaded(path, fingerprint, config, decider, limiter, templates)
+        needs_host = decider.router.uses_host or any(r.match.host is not None for r in config.rate_limits)
+        return _Loaded(path, fingerprint, config, decider, limiter, templates, needs_host)
 
     def _check_host_matching(self, path: Path, config: Config) -> None:
         reverse = any(str(mode).startswith("reverse:") for mode in ctx.options.mode)
@@ -448,6 +549,60 @@ class WaitRoom:
         self._closing.add(task)  # keep a reference until it is done
         task.add_done_callback(self._closing.discard)
 
+    # --- hooks on the connection: bounds on what a slow or greedy client can hold ---------
+
+    def client_connected(self, client: connection.Client) -> None:
+        if len(self._connections) >= self.max_connections > 0:
+            client.error = "waitroom: too many open connections"  # mitmproxy closes it at once
+            METRICS.refused_connections.labels("limit").inc()
+            return
+        self._connections[client.id] = conn = _Connection()
+        self._arm(client.id, conn)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        conn = self._connections.pop(client.id, None)
+        if conn is not None and conn.timer is not None:
+            conn.timer.cancel()
+
+    def _arm(self, client_id: str, conn: _Connection) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # offline (mitmproxy's test context)
+            return
+        conn.timer = loop.call_later(self.header_timeout, self._header_timeout, client_id)
+
+    def _header_timeout(self, client_id: str) -> None:
+        """No complete request headers in time: close the connection, as mitmproxy's own
+        tcp_timeout does (by cancelling its handler task; mitmproxy has no public call for it)."""
+        conn = self._connections.get(client_id)
+        if conn is None or conn.open_flows or conn.upgraded:
+            return
+        conn.timer = None
+        try:
+            handler = ctx.master.addons.get("proxyserver").connections[client_id]
+            handler.transports[handler.client].handler.cancel("waitroom: header timeout")
+        except Exception:  # gone meanwhile, or another mitmproxy layout: tcp_timeout still applies
+            return
+        METRICS.refused_connections.labels("header_timeout").inc()
+
+    def _flow_started(self, flow: http.HTTPFlow) -> None:
+        conn = self._connections.get(flow.client_conn.id)
+        if conn is not None:
+            conn.open_flows += 1
+            if conn.timer is not None:
+                conn.timer.cancel()
+                conn.timer = None
+
+    def _flow_ended(self, flow: http.HTTPFlow) -> None:
+        conn = self._connections.get(flow.client_conn.id)
+        if conn is None or not flow.metadata.pop("waitroom.open", False):
+            return
+        conn.open_flows = max(0, conn.open_flows - 1)
+        if flow.websocket is not None or (flow.response is not None and flow.response.status_code == 101):
+            conn.upgraded = True
+        if not conn.open_flows and not conn.upgraded and conn.timer is None:
+            self._arm(flow.client_conn.id, conn)
+
     # --- hooks on the request path -------------------------------------------------------
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -461,18 +616,31 @@ class WaitRoom:
         self._finished(flow)
 
     def _finished(self, flow: http.HTTPFlow) -> None:
+        self._flow_ended(flow)
         entry = flow.metadata.pop(_DECISION_LOG_KEY, None)
         if entry is not None:
             entry["status"] = flow.response.status_code if flow.response else None
             log.info("%s", json.dumps(entry, separators=(",", ":")))
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Decide on the request headers, before any body is read: a visitor who waits, or a
+        client over its limit, is answered without uploading a body (see early.py)."""
+        if not flow.live:
+            return  # flows read from a file are decided in `request` (replay)
+        if flow.client_conn.id in self._connections:
+            flow.metadata["waitroom.open"] = True
+            self._flow_started(flow)
+        if flow.response or flow.error:
+            return
+        await self._decide(flow)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if not flow.live:
             if self._replay:
                 await self._replayed_request(flow)
             return
-        if flow.response or flow.error:
-            return
+        if flow.response or flow.error or flow.metadata.get(_DECIDED_KEY):
+            return  # decided on its headers already
         await self._decide(flow)
 
     async def _replayed_request(self, flow: http.HTTPFlow) -> None:
@@ -494,17 +662,58 @@ class WaitRoom:
                     strip_proxy_headers(recorded, self.config.session.cookie if self.config else "waitroom")
                     flow.response = recorded
 
+    def _judge(self, flow: http.HTTPFlow, loaded: _Loaded) -> tuple[str, str]:
+        """(host, path) as decided on, which are also what the upstream receives: the target is
+        put in its canonical form (or refused), and the one authority the request names is the
+        one that goes on. Raises Refused. See target.py."""
+        req = flow.request
+        size = 0
+        for name, value in req.headers.fields:
+            size += len(name) + len(value) + 4
+        if size > self.max_header_bytes:
+            raise Refused(431, "the request headers are too large", "headers")
+        target = judge_target(req.path)
+        keep_host = bool(getattr(ctx.options, "keep_host_header", False))
+        http1 = not (req.is_http2 or req.is_http3)
+        absolute = req.authority if not http1 or req.authority else ""
+        if keep_host or not flow.live:
+            hosts = req.headers.get_all("host")
+            authority = judge_authority(hosts, absolute, required=loaded.needs_host)
+            if http1 and req.authority:
+                if not hosts:
+                    req.headers["Host"] = authority
+                req.authority = ""  # origin form: the upstream sees the authority we judged, once
+        else:
+            # mitmproxy already put the upstream's name in Host; a client's absolute-form authority
+            # is neither judged nor forwarded.
+            if http1 and req.authority:
+                req.authority = ""
+            authority = req.host_header or req.host
+        if target.forwarded != req.path:
+            req.path = target.forwarded
+        return normalize_host(authority), target.routing
+
     async def _decide(self, flow: http.HTTPFlow) -> None:
         loaded = self.loaded
         if loaded is None:  # only between a failed start and the exit it causes
-            flow.response = http.Response.make(503, b"waitroom is not configured\n")
+            early.answer_now(flow, http.Response.make(503, b"waitroom is not configured\n"))
             return
+        flow.metadata[_DECIDED_KEY] = True
         req = flow.request
-        host, path = normalize_host(req.host_header or req.host), normalize_path(req.path)
         # Time spent in the proxy before this decision (a saturated loop queues requests); a flow
         # from a file was not waiting.
         arrived = req.timestamp_end or req.timestamp_start  # the whole request, or its headers
         waited = max(0.0, time.time() - arrived) if flow.live else 0.0
+        try:
+            host, path = self._judge(flow, loaded)
+        except Refused as e:
+            METRICS.refused_requests.labels(e.kind).inc()
+            early.answer_now(flow, _response(problem_answer(e.status, e.reason)))
+            return
+        except Exception as e:  # a bug: nothing is known about the request, so refuse it
+            self._fail_closed(flow, loaded, None, None, e)
+            return
+        stage = "rate_limit"
         try:
             if loaded.decider.router.bypassed(path):
                 METRICS.bypassed.inc()
@@ -518,22 +727,66 @@ class WaitRoom:
                     _LIMIT_DECISIONS.observe(time.perf_counter() - started)
                 self._count_limit(limit)
                 self._log_decision(flow, loaded, path, limit=limit)
-                if self._limit(flow, limit):
+                if self._limit(flow, limit, path):
                     return  # refused or rerouted: no room admission is spent on it
+            stage = "room"
             if req.method == "OPTIONS" or not loaded.decider.router.has_rooms:
                 return  # CORS preflights carry no cookies: queueing them would break the real request
             started = time.perf_counter()
-            decision = await loaded.decider.decide(host, path, req.cookies.get_all, waited)
+            decision = await loaded.decider.decide(host, path, _cookie_reader(req), waited)
             if decision.room is not None:
                 _ROOM_DECISIONS.observe(time.perf_counter() - started)
                 _room_requests(decision.room.name, decision.outcome.value).inc()
                 if decision.degraded is not None:
                     METRICS.degraded_decisions.labels(decision.degraded.value).inc()
                 self._log_decision(flow, loaded, path, decision=decision)
-        except Exception:  # a bug must not become a traceback for the visitor or a hang
-            log.exception("waitroom: decision failed; forwarding %s %s", req.method, req.path)
-            return
-        self._act(flow, loaded, decision)
+            self._act(flow, loaded, decision)
+        except Exception as e:  # a bug must never be a free pass, nor a traceback per request
+            self._fail_closed(flow, loaded, host, path, e, stage=stage)
+
+    def _fail_closed(
+        self,
+        flow: http.HTTPFlow,
+        loaded: _Loaded,
+        host: str | None,
+        path: str | None,
+        error: Exception,
+        *,
+        stage: str = "",
+    ) -> None:
+        """Answer a request whose decision raised: the refusal of the rule it fell under, else
+        the wait answer of the room it is in, else 503. Never forwarded."""
+        METRICS.decision_errors.inc()
+        req = flow.request
+        self._errors.report(error, req.method)
+        flow.metadata.pop(_SET_COOKIE_KEY, None)
+        flow.metadata.pop(_EXTRA_HEADERS_KEY, None)
+        answer = problem_answer(503, "the request could not be decided; try again", retry_after=1)
+        try:
+            if host is not None and path is not None:
+                rules = (
+                    loaded.limiter.matching(RequestFacts(host, path, req.method, "", lambda _: None))
+                    if stage == "rate_limit"
+                    else []
+                )
+                enforcing = [r for r in rules if not r.shadow]
+                room = loaded.decider.router.route(host, path).room
+                if enforcing:
+                    rule = enforcing[0]
+                    retry = max(1, math.ceil(rule.per))
+                    answer = limited_answer(rule=rule.name, limit=rule.limit, per=rule.per, retry_after=retry)
+                elif room is not None:
+                    answer = wait_answer(
+                        template=loaded.templates[room.name],
+                        room=room.name,
+                        status=room.status,
+                        retry_after=room.retry_after_seconds,
+                        blocked_for=0.0,
+                        accept=req.headers.get("Accept", ""),
+                    )
+        except Exception:  # the fallback's own trouble: the plain 503 stands
+            pass
+        early.answer_now(flow, _response(answer))
 
     def _count_limit(self, limit: LimitDecision) -> None:
         for fallback in limit.fallbacks:
@@ -585,7 +838,7 @@ class WaitRoom:
                 entry["shed"] = limit.shed
         flow.metadata[_DECISION_LOG_KEY] = entry
 
-    def _limit(self, flow: http.HTTPFlow, limit: LimitDecision) -> bool:
+    def _limit(self, flow: http.HTTPFlow, limit: LimitDecision, path: str) -> bool:
         """Apply a rate-limit decision; True when the request is answered or sent elsewhere."""
         if limit.outcome is LimitOutcome.NONE:
             return False
@@ -600,14 +853,15 @@ class WaitRoom:
             log.info(
                 "waitroom: shadow rate limit %s would refuse %s",
                 ",".join(limit.shadow_limited),
-                flow.request.path,
+                path[:256],
             )
         if rule is None or result is None:
             return False
         if limit.outcome is LimitOutcome.LIMITED:
-            flow.response = _response(
-                limited_answer(rule=rule.name, limit=rule.limit, per=rule.per, retry_after=limit.retry_after)
+            answer = limited_answer(
+                rule=rule.name, limit=rule.limit, per=rule.per, retry_after=limit.retry_after
             )
+            early.answer_now(flow, _response(answer))
             return True
         if limit.outcome is LimitOutcome.REROUTED and limit.upstream:
             _reroute(flow, limit.upstream)
@@ -645,10 +899,10 @@ class WaitRoom:
                 blocked_for=decision.blocked_for,
                 accept=req.headers.get("Accept", ""),
             )
-            flow.response = _response(answer)
+            early.answer_now(flow, _response(answer))
         elif req.method == "GET" and POLL_HEADER in req.headers:
             # The wait page asking whether it may come in: answer here, the upstream never sees it.
-            flow.response = _response(admitted_poll_answer(room.name))
+            early.answer_now(flow, _response(admitted_poll_answer(room.name)))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         cookie = flow.metadata.pop(_SET_COOKIE_KEY, None)
@@ -678,6 +932,29 @@ def _reroute(flow: http.HTTPFlow, upstream: str) -> None:
         req.path = target.path.rstrip("/") + req.path
     if getattr(ctx.options, "keep_host_header", False) and original_host is not None:
         req.host_header = original_host
+
+
+def _bounded(option: str, low: int, high: int) -> int:
+    value = int(getattr(ctx.options, option))
+    if not low <= value <= high:
+        raise exceptions.OptionsError(f"{option}: must be from {low} to {high} (got {value})")
+    return value
+
+
+def _cookie_reader(req: http.Request) -> Callable[[str], list[str]]:
+    """`name` → every value the Cookie headers carry under it. A plain split, linear in the
+    header's size (which max_header_bytes bounds), instead of mitmproxy's full cookie parser."""
+
+    def values(name: str) -> list[str]:
+        found = []
+        for header in req.headers.get_all("cookie"):
+            for pair in header.split(";"):
+                key, sep, value = pair.partition("=")
+                if sep and key.strip() == name:
+                    found.append(value.strip().strip('"'))
+        return found
+
+    return values
 
 
 def _response(answer: Answer) -> http.Response:

@@ -223,6 +223,11 @@ async def refresh_live_metrics(operated: Operated) -> None:
             METRICS.room_blocked.labels(name).set(1 if blocked_for > 0 or view["mode"] == "queue-all" else 0)
 
 
+def _no_constant(name: str) -> object:
+    """JSON's NaN and Infinity are not numbers any setting can take."""
+    raise ValueError(f"{name} is not allowed")
+
+
 def _number(value: object) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
@@ -302,8 +307,8 @@ class _Admin(_Base):
     def json_body(self) -> dict[str, Any] | None:
         """The request's JSON object, or None after answering 400."""
         try:
-            body = json.loads(self.request.body or b"{}")
-        except (ValueError, UnicodeDecodeError):
+            body = json.loads(self.request.body or b"{}", parse_constant=_no_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             self.fail(400, "the body is not JSON")
             return None
         if not isinstance(body, dict):

@@ -86,14 +86,16 @@ class ClaimVerifier:
             token = token[7:].strip()
         if not token:
             return ClaimResult(None, "missing")
-        if len(token) > MAX_TOKEN_LENGTH:
+        if len(token) > MAX_TOKEN_LENGTH or not token.isascii():  # a JWS compact token is ASCII
             return ClaimResult(None, "malformed")
         try:
             header = pyjwt.get_unverified_header(token)
-        except pyjwt.PyJWTError:
+        except Exception:  # PyJWTError, and whatever an odd JOSE header makes it raise
             return ClaimResult(None, "malformed")
-        alg = header.get("alg")
-        if alg not in self.algorithms:  # `none`, and anything the operator did not allow
+        alg = header.get("alg") if isinstance(header, dict) else None
+        if (
+            not isinstance(alg, str) or alg not in self.algorithms
+        ):  # `none`, and anything the operator did not allow
             return ClaimResult(None, "algorithm")
         key = self._key_for(header)
         if key is None:
@@ -119,6 +121,8 @@ class ClaimVerifier:
             return ClaimResult(None, "invalid")
         except (ValueError, TypeError):  # a key of the wrong family for the algorithm
             return ClaimResult(None, "signature")
+        except Exception:  # any other shape PyJWT did not expect: a token we cannot use
+            return ClaimResult(None, "invalid")
         times = _times_valid(payload, time.time() if now is None else now, self.config.leeway)
         if times != "ok":
             return ClaimResult(None, times)

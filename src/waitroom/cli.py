@@ -126,7 +126,9 @@ def _settings(pairs: Sequence[str], allowed: Sequence[str]) -> dict[str, Any]:
         name, sep, value = pair.partition("=")
         if not sep or name not in allowed:
             raise Refused(f"expected {' '.join(f'{a}=VALUE' for a in allowed)}, got {pair!r}")
-        out[name] = int(value) if value.isdigit() else value
+        # ASCII digits only ("²".isdigit() is true), and few enough that int() cannot refuse them;
+        # the admin API checks the range.
+        out[name] = int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else value
     if not out:
         raise Refused(f"nothing to set: give {' and/or '.join(f'{a}=VALUE' for a in allowed)}")
     return out

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from waitroom.durations import parse_duration
+from waitroom.target import canonical_prefix
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "waitroom.yaml"
 """The shipped example config; used when the `waitroom_config` option is empty."""
@@ -37,7 +38,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 """Room and rule names end up in cookie names, Redis keys and metric labels: keep them plain."""
 
-_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # an RFC 6265 token
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")  # an RFC 6265 token
 
 
 class ConfigError(Exception):
@@ -48,12 +49,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A config file is a few KB; a larger one is refused before it is parsed."""
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _path_prefix(value: str) -> str:
+    """Prefixes are compared with the canonical decoded path (target.py), so one that is not in
+    that form (`/a/../shop`, `//shop`, `/%73hop`) could never match: refused, naming the fix."""
     if not value.startswith("/"):
-        raise ValueError(f"must start with '/' (got {value!r})")
+        raise ValueError(f"must start with '/' (got {_short(value)})")
     if "?" in value or "#" in value:
-        raise ValueError(f"must be a path without query or fragment (got {value!r})")
-    return value
+        raise ValueError(f"must be a path without query or fragment (got {_short(value)})")
+    return canonical_prefix(value)
 
 
 PathPrefix = Annotated[str, BeforeValidator(lambda v: _path_prefix(str(v)))]
@@ -80,7 +92,7 @@ class StoreErrorPolicy(StrEnum):
 class BreakerConfig(_Model):
     failures: int = Field(3, ge=1, le=1000)
     """Consecutive store failures that open the circuit."""
-    cool_down: Duration = 5.0
+    cool_down: Duration = Field(5.0, le=3600)
     """How long an open circuit skips the store before one call probes it."""
 
 
@@ -95,10 +107,10 @@ def unknown_replicas() -> int | None:
 
 class StoreConfig(_Model):
     url: str = "memory://"
-    timeout: Duration = 0.25
+    timeout: Duration = Field(0.25, le=10)
     """How long Redis may take to answer one call, from when it is sent, on an event loop free to
     read the answer (see store/guard.py). Past it the store counts as failing: on_error decides."""
-    max_wait: Duration = 2.0
+    max_wait: Duration = Field(2.0, le=60)
     """The most a request waits for the store in all, including time the proxy's own event loop was
     too busy to read the answer, and time it queued before asking. Past it the proxy is saturated
     and the request is shed (wait answer, or the rule's refusal), never admitted."""
@@ -143,7 +155,7 @@ class StoreConfig(_Model):
 class SessionConfig(_Model):
     cookie: str = "waitroom"
     """Cookie name prefix: the cookie for room `shop` is called `<cookie>_shop`."""
-    ttl: Duration = 1800.0
+    ttl: Duration = Field(1800.0, le=30 * 86400)
     """Idle time after which a session ends; each use renews it (at most one Set-Cookie per ttl/2)."""
     secure: Literal["auto", "true", "false"] = "auto"
 
@@ -155,8 +167,10 @@ class SessionConfig(_Model):
     @field_validator("cookie")
     @classmethod
     def _cookie_token(cls, name: str) -> str:
-        if not _COOKIE_NAME.match(name):
-            raise ValueError(f"not a valid cookie name: {name!r}")
+        if not _COOKIE_NAME.fullmatch(name):  # fullmatch: `$` would let a trailing newline in
+            raise ValueError(
+                f"not a valid cookie name (RFC 6265 token, at most 64 characters): {_short(name)}"
+            )
         return name
 
     @field_validator("ttl")
@@ -183,9 +197,9 @@ class RoomConfig(_Model):
     name: str = Field(pattern=NAME_PATTERN)
     match: Match = Match()
     new_sessions: int = Field(ge=1, le=10_000_000)
-    window: Duration = 60.0
-    block_for: Duration = 60.0
-    retry_after: Duration = 10.0
+    window: Duration = Field(60.0, le=86400)
+    block_for: Duration = Field(60.0, le=86400)
+    retry_after: Duration = Field(10.0, le=3600)
     status: int = Field(503, ge=200, le=599)
     template: Path | None = None
 
@@ -221,10 +235,10 @@ class RateLimitConfig(_Model):
     match: RateLimitMatch = RateLimitMatch()
     key: str = Field("ip", pattern=_KEY)
     fallback: str | None = Field(None, pattern=_KEY)
-    limit: int = Field(ge=1)
-    per: Duration = 1.0
+    limit: int = Field(ge=1, le=10_000_000)
+    per: Duration = Field(1.0, le=86400)
     algorithm: Literal["sliding_window", "sliding_log", "gcra"] = "sliding_window"
-    burst: int | None = Field(None, ge=1)
+    burst: int | None = Field(None, ge=1, le=10_000_000)
     action: str = Field("reject", pattern=r"^(reject|delay|upstream:https?://\S+)$")
     max_delay: Duration = 1.0
     """With `action: delay`, the longest a request is held before it is refused instead."""
@@ -253,7 +267,7 @@ class JWTConfig(_Model):
     jwks_file: Path | None = None
     audience: str | None = None
     issuer: str | None = None
-    leeway: Duration = 30.0
+    leeway: Duration = Field(30.0, le=3600)
 
 
 class AdminConfig(_Model):
@@ -263,10 +277,10 @@ class AdminConfig(_Model):
     """The admin port (/metrics, /healthz, /readyz, /admin/...); none: no admin server."""
     token_env: str = Field("WAITROOM_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Environment variable holding the admin API's bearer token; unset or empty: the API is off."""
-    shutdown_delay: Duration = 0.0
+    shutdown_delay: Duration = Field(0.0, le=3600)
     """On SIGTERM: /readyz turns 503 at once and the proxy keeps serving this long, so load balancers
     that poll readiness stop sending; then it stops accepting. 0: the chart's preStop sleep does it."""
-    drain: Duration = 10.0
+    drain: Duration = Field(10.0, le=3600)
     """After the shutdown delay: requests in flight get this long to finish, then the process exits."""
 
 
@@ -343,7 +357,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors(include_url=False)[0]
-    message = first["msg"].removeprefix("Value error, ")
+    message = first["msg"].removeprefix("Value error, ")[:300]
     where = _field_path(first["loc"])
     if message.startswith(("rooms[", "rate_limits[", "cluster.")):  # model-level errors name their field
         return message
@@ -371,19 +385,39 @@ def parse_config(data: Any, *, base_dir: Path | None = None) -> Config:
     return config
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: a few hundred bytes of nested `*alias` references expand to gigabytes
+    (an alias bomb), and a waitroom config has no use for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a waitroom config", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def load_config(path: Path) -> Config:
     """Read and validate a config file; every failure is a ConfigError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KB: not a waitroom config")
+        text = raw.decode("utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader that refuses aliases
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or "not valid YAML"
         raise ConfigError(f"{path}: {problem}{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     try:
         return parse_config(data, base_dir=path.parent)
     except ConfigError as e:

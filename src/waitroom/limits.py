@@ -79,7 +79,8 @@ class LimitDecision:
 
 
 def _hash(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()[:24]
+    # Header values that were not UTF-8 arrive with surrogate escapes: any str must hash.
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 class RateLimiter:

@@ -40,6 +40,32 @@ class Metrics:
             ["room", "outcome"],
             registry=registry,
         )
+        self.decision_errors = Counter(
+            "waitroom_decision_errors",
+            "Requests whose decision raised (a bug): answered with the room's wait answer, the "
+            "rule's refusal, or 503 (fail closed); never forwarded undecided.",
+            registry=registry,
+        )
+        self.refused_requests = Counter(
+            "waitroom_refused_requests",
+            "Requests refused before any decision, by reason: target (ambiguous path, 400/414), "
+            "authority (missing, repeated or conflicting host, 400), headers (too large, 431).",
+            ["reason"],
+            registry=registry,
+        )
+        self.refused_connections = Counter(
+            "waitroom_refused_connections",
+            "Client connections closed by the proxy's own bounds, by reason: limit (too many open "
+            "connections), header_timeout (no complete request headers in time).",
+            ["reason"],
+            registry=registry,
+        )
+        self.store_key_overflows = Counter(
+            "waitroom_store_key_overflows",
+            "Rate-limit hits the embedded store counted in a rule's shared overflow key, because its "
+            "key table was full of live state (see MAX_KEYS in store/memory.py).",
+            registry=registry,
+        )
         self.bypassed = Counter(
             "waitroom_bypassed_requests", "Requests under a bypass prefix: never queued.", registry=registry
         )

@@ -184,3 +184,16 @@ def limited_answer(*, rule: str, limit: int, per: float, retry_after: int) -> An
         "retry_after": retry_after,
     }
     return Answer(429, headers, json.dumps(problem).encode())
+
+
+def problem_answer(status: int, detail: str, *, retry_after: int | None = None) -> Answer:
+    """A refusal the proxy makes itself (ambiguous target, too large headers, a failed decision),
+    as problem+json. `detail` is our own text: nothing of the request is reflected."""
+    headers = {"Cache-Control": "no-store", "Content-Type": "application/problem+json"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    title = {400: "Bad Request", 414: "URI Too Long", 431: "Request Header Fields Too Large"}.get(
+        status, "Service Unavailable"
+    )
+    problem = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return Answer(status, headers, json.dumps(problem).encode())
