@@ -535,11 +535,13 @@ class WaitRoom:
         self._store = open_store(wanted, self.clock, redis_clock=self.clock if self._replay else None)
         self._store_config = wanted
         self._store_replay = self._replay
+        if isinstance(self._store, GuardedStore) and not self._replay:
+            self._close_later(self._store.warm())  # connected before the first visitor needs it
         return self._store
 
     def _close_later(self, closing: Coroutine[Any, Any, None]) -> None:
         """Close something that was replaced (a store, the admin port, a replica watch) without
-        holding up the reload that replaced it."""
+        holding up the reload that replaced it; also how a new store connects ahead of time."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (offline tools): nothing is connected to close

@@ -182,27 +182,24 @@ def test_a_saturated_proxy_sheds_and_never_admits_even_with_on_error_open(
     start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
 ) -> None:
     """`open` lets everyone in when Redis fails; a proxy that is merely too busy is not a Redis
-    failure. A tiny max_wait makes a burst saturate it: the requests it cannot decide in time get
-    the wait answer, and only the shared window admits."""
+    failure. An addon stalls the event loop for 3 s in the middle of a burst of 400: the store calls
+    in flight then cannot be answered within store.max_wait (2 s, the default), and are shed (the
+    wait answer) instead of being handed to the policy. Only the shared window admits."""
     admin = free_port()
-    relay = DelayRelay(redis_server.port, 20)
-    try:
-        text = config(relay.url, "open", admin).replace(
-            "  on_error: open\n", "  on_error: open\n  max_wait: 10ms\n"
-        )
-        proxy = start_proxy(text, upstream.url, env=ENV)
-        statuses = flash_crowd([proxy.url], 400, "/c")
-        metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text
-    finally:
-        relay.stop()
+    scripts = ["tests/e2e/addons/busy.py", "addons/waitroom.py"]
+    proxy = start_proxy(config(redis_server.url, "open", admin), upstream.url, env=ENV, scripts=scripts)
+    statuses = flash_crowd([proxy.url], 400, "/c", timeout=60)
+    metrics = httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text
     assert set(statuses) <= {200, 503}
-    assert statuses.count(200) == admitted(redis_server, "c") <= LIMIT
+    # Redis may have recorded admissions whose answers were shed: those visitors hold a pending
+    # token and get in on their next request, so the window never admits more than LIMIT.
+    assert statuses.count(200) <= admitted(redis_server, "c") <= LIMIT
     shed = sum(
         float(line.split()[-1])
         for line in metrics.splitlines()
         if line.startswith("waitroom_shed_requests_total{")
     )
-    assert shed > 0, "a burst of 400 with max_wait 10ms saturates the proxy"
+    assert shed > 0, "a 3 s stall saturates the proxy past max_wait"
     assert statuses.count(503) >= shed
     assert "waitroom_degraded_decisions_total{" not in metrics, "the failure policy (open) never decided"
 

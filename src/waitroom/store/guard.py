@@ -127,7 +127,7 @@ class Deadline:
 
     def _arm(self, when: float) -> None:
         self._due = when
-        self._handle = self._loop.call_at(when, self._fire)
+        self._handle: asyncio.Handle = self._loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
         now = self._loop.time()
@@ -135,7 +135,12 @@ class Deadline:
         if late and now - self._start < self.max_wait:
             self._arm(min(now + self.timeout, self._start + self.max_wait))
             return
-        self._expired = "overloaded" if late else "timeout"
+        # An answer read in this same turn of the loop has woken the task, but the task runs only
+        # in the next turn: expire after it, so an answer that came in time is never thrown away.
+        self._handle = self._loop.call_soon(self._expire, "overloaded" if late else "timeout")
+
+    def _expire(self, kind: str) -> None:
+        self._expired = kind
         self._task.cancel()
 
     async def __aexit__(
@@ -231,6 +236,18 @@ class GuardedStore:
             self.breaker.failed()
             return
         self.breaker.succeeded()
+
+    async def warm(self) -> None:
+        """Connect ahead of the first call; a failure here is only logged at debug level (the
+        first real call meets it again, under the failure policy)."""
+        warm = getattr(self.inner, "warm", None)
+        if warm is None:
+            return
+        try:
+            async with asyncio.timeout(max(PROBE_TIMEOUT, 4 * self.timeout)):
+                await warm()
+        except Exception as e:
+            log.debug("waitroom: connecting to the store ahead of time failed: %s", type(e).__name__)
 
     async def close(self) -> None:
         if self._probe is not None:

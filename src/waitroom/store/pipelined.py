@@ -96,6 +96,10 @@ class PipelinedConnection:
         self.connect_timeout = connect_timeout
         self._protocol: _Protocol | None = None
         self._connecting = asyncio.Lock()
+        self._attempt: asyncio.Task[_Protocol] | None = None
+        self.scripts: list[str] = []
+        """Lua sources loaded (SCRIPT LOAD) on every new connection, so that EVALSHA finds them
+        at once, also right after a Redis restart: no NOSCRIPT round trip in a burst."""
 
     @classmethod
     def from_url(cls, url: str, connect_timeout: float) -> PipelinedConnection:
@@ -115,8 +119,18 @@ class PipelinedConnection:
     async def execute(self, *args: Arg) -> Any:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None or _stale(protocol):
-            protocol = await self._connect()
+            protocol = await self.connect()
         return await protocol.send(encode(args))
+
+    async def connect(self) -> _Protocol:
+        """The live connection, made if need be. One connection attempt at a time, in a task of its
+        own: a caller whose deadline ends does not abort it for the callers behind it (in a flash
+        crowd on a fresh replica, every caller's deadline could otherwise cut the same attempt)."""
+        task = self._attempt
+        if task is None or task.done():
+            task = self._attempt = asyncio.get_running_loop().create_task(self._connect())
+            task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
 
     async def _connect(self) -> _Protocol:
         async with self._connecting:
@@ -138,6 +152,9 @@ class PipelinedConnection:
                         await protocol.send(encode(("AUTH", *auth)))
                     if self.db:
                         await protocol.send(encode(("SELECT", self.db)))
+                    if self.scripts:
+                        loads = [protocol.send(encode(("SCRIPT", "LOAD", source))) for source in self.scripts]
+                        await asyncio.gather(*loads)
             except (OSError, TimeoutError) as e:
                 raise RedisConnectionError(f"cannot connect to {self.host}:{self.port}: {e}") from e
             self._protocol = protocol
@@ -147,6 +164,12 @@ class PipelinedConnection:
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
+
+
+def _retrieve(task: asyncio.Task[_Protocol]) -> None:
+    """A connection attempt that failed while nobody awaited it is not worth a warning."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _stale(protocol: _Protocol) -> bool:
@@ -160,6 +183,7 @@ class PipelinedScript:
         self.connection = connection
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        connection.scripts.append(source)
 
     async def __call__(self, keys: list[str], args: list[Arg]) -> Any:
         try:

@@ -265,6 +265,14 @@ class RedisStore:
         except (RedisError, OSError) as e:
             raise StoreError(f"redis: {type(e).__name__}") from e
 
+    async def warm(self) -> None:
+        """Connect and load the scripts before the first visitor needs them (a replica that starts
+        in the middle of a flash crowd should not make its first callers pay for the connection)."""
+        if self._fast is not None:
+            await self._fast.connect()
+        else:
+            await self.ping()
+
     async def ping(self) -> bool:
         try:
             return bool(await self._client.ping())
