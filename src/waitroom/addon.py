@@ -215,6 +215,12 @@ class WaitRoom:
     def _now(self) -> float:
         return self._replay_clock() if self._replay_clock.base is not None else self._base_clock()
 
+    async def _sleep(self, seconds: float) -> None:
+        if self._replay_clock.base is not None:
+            await self._replay_clock.sleep(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
     def load(self, loader: object) -> None:
         loader.add_option(  # type: ignore[attr-defined]
             "waitroom_config",
@@ -482,7 +488,7 @@ class WaitRoom:
         codec = SessionCodec(self._signing_keys(path, config), config.session.ttl)
         store = self._store_for(config)
         decider = Decider(config, store, codec, self.clock, self.live_replicas)
-        limiter = RateLimiter(config, store, verifier, self.clock, self.live_replicas)
+        limiter = RateLimiter(config, store, verifier, self.clock, self.live_replicas, self._sleep)
         decider.overrides = self.overrides
         limiter.set_overrides(self.overrides)
         needs_host = decider.router.uses_host or any(r.match.host is not None for r in config.rate_limits)

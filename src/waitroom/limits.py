@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -91,8 +91,11 @@ class RateLimiter:
         verifier: ClaimVerifier | None,
         clock: Clock,
         live_replicas: LiveReplicas = unknown_replicas,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
+        self.sleep = sleep
+        """How a `delay` action waits: real time live, the recorded clock's time in flow replay."""
         self.live_replicas = live_replicas
         """The ready replicas cluster discovery counts (None: unknown); see config.LiveReplicas."""
         self.rules = config.rate_limits
@@ -312,7 +315,7 @@ class RateLimiter:
         if rule is None or result is None or result.reset_after > rule.max_delay:
             return decision
         wait = result.reset_after
-        await asyncio.sleep(wait)  # bounded by max_delay, which the config caps at 30s
+        await self.sleep(wait)  # bounded by max_delay, which the config caps at 30s
         checks, rules, fallbacks = self.checks(facts)
         try:
             results, degraded = await self._hit(checks)

@@ -10,7 +10,7 @@ A line reads:  #003 GET /shop -> 503 room shop waiting [Retry-After: 1] [no cook
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections import Counter
 from collections.abc import Iterable
 
@@ -83,20 +83,25 @@ def strip_proxy_headers(response: http.Response, cookie_prefix: str) -> None:
 
 
 class ReplayClock:
-    """The recorded time of the flow being replayed, moving on in real time while it is decided
-    (a `delay` action waits for real)."""
+    """The recorded time of the flow being replayed. It stands still while the flow is decided (so
+    a replay decides alike however busy the machine is) and moves on only when the decision waits
+    (a `delay` action), by exactly the time it waits, without waiting for real."""
 
     def __init__(self) -> None:
         self.base: float | None = None
-        self._started = 0.0
+        self._waited = 0.0
 
     def set(self, recorded: float) -> None:
         self.base = recorded
-        self._started = time.monotonic()
+        self._waited = 0.0
 
     def __call__(self) -> float:
         assert self.base is not None
-        return self.base + (time.monotonic() - self._started)
+        return self.base + self._waited
+
+    async def sleep(self, seconds: float) -> None:
+        self._waited += max(0.0, seconds)
+        await asyncio.sleep(0)  # still a suspension point, as a real wait is
 
 
 class Summary:

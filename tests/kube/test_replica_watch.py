@@ -310,6 +310,9 @@ class DownStore:
     async def hit(self, checks: list[RateCheck]) -> list[RateResult]:
         raise StoreError("down")
 
+    async def record(self, *args: object) -> None:
+        raise StoreError("down")
+
     async def close(self) -> None:
         pass
 
