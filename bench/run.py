@@ -34,7 +34,19 @@ from typing import Any
 import httpx
 import redis
 from accuracy import replicas_vs_haproxy, sliding_window_error
-from harness import REPO, WrkResult, free_port, mitmdump, nginx, redis_server, wrk
+from harness import (
+    REPO,
+    WrkResult,
+    counter,
+    free_port,
+    gauge,
+    mitmdump,
+    nginx,
+    ready,
+    redis_server,
+    scrape,
+    wrk,
+)
 
 RESULTS = REPO / "bench" / "results"
 SECRET = "bench-secret-0123456789abcdef012"
@@ -208,45 +220,81 @@ def proxy_for(
         yield f"http://127.0.0.1:{port}", admin
 
 
-def ready(admin: int, work: Path, timeout: float = 15) -> None:
-    """The config loaded and the admin port answers: a proxy that refused its config exits instead."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{admin}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in work.glob("mitmdump-*.log"))
-    raise SystemExit(f"bench: the proxy did not become ready:\n{logs}")
-
-
 def measure(
     scenario: Scenario, work: Path, upstream: int, redis_port: int, seconds: float, into: Measured
 ) -> None:
     with proxy_for(scenario, work, upstream, redis_port) as (url, admin):
         headers = prepare(scenario, url)
         wrk(url + scenario.path, 1, method=scenario.method, headers=headers, work=work)  # warm-up
-        metrics_before = scrape(admin)
+        metrics_before = idle_metrics(admin)
         result = wrk(url + scenario.path, seconds, method=scenario.method, headers=headers, work=work)
         into.runs.append(result)
         if admin is None:
             return
-        after = scrape(admin)
-        if scenario.redis:  # round trips as the proxy made them (commands inside scripts not counted)
-            requests_work = r'operation="(admit|hit)"'  # not the overrides poll nor the scrape's reads
-            _, trips0, _ = histogram(metrics_before, "waitroom_store_duration_seconds", requests_work)
-            _, trips1, _ = histogram(after, "waitroom_store_duration_seconds", requests_work)
-            into.redis_calls_per_request.append((trips1 - trips0) / max(1, result.requests))
+        after = idle_metrics(admin)
+        if scenario.redis:
+            into.redis_calls_per_request.append(store_calls_per_request(metrics_before, after))
         # The decision's own cost: one connection, so no request waits for another in the event loop.
-        before_light = scrape(admin)
+        before_light = after
         wrk(url + scenario.path, 2, connections=1, method=scenario.method, headers=headers, work=work)
         s0, c0, b0 = histogram(before_light, "waitroom_decision_duration_seconds")
-        s1, c1, b1 = histogram(scrape(admin), "waitroom_decision_duration_seconds")
+        s1, c1, b1 = histogram(idle_metrics(admin), "waitroom_decision_duration_seconds")
         if c1 > c0:
             into.decision_us.append(1e6 * (s1 - s0) / (c1 - c0))
             delta = [(le, n - dict(b0).get(le, 0.0)) for le, n in b1]
             into.decision_p99_ms.append(1000 * quantile(delta, 0.99))
+
+
+REQUEST_STORE_CALLS = r'operation="(admit|hit)"'
+"""The store calls a request makes (not the overrides poll nor the scrape's own room reads)."""
+
+
+def decided_requests(text: str) -> float:
+    """Requests the proxy decided, from its own counters: each request a room or a rate-limit rule
+    decided is counted once there (no bench scenario has both a room and a rule on one path)."""
+    return counter(text, "waitroom_room_requests") + counter(text, "waitroom_rate_limit_requests")
+
+
+def store_calls(text: str) -> float:
+    """Round trips to the store on the request path, as the proxy made them (each call, answered,
+    failed or timed out, is one observation; commands inside a script are not counted)."""
+    return histogram(text, "waitroom_store_duration_seconds", REQUEST_STORE_CALLS)[1]
+
+
+def store_calls_per_request(before: str, after: str) -> float:
+    """Store calls per decided request between two scrapes of an idle proxy. Both figures come from
+    the same source, the proxy's own metrics, so requests still in flight when wrk stopped (which wrk
+    never counts) are in both or in neither: the figure is exact, and a request that made two calls
+    shows as 2.0."""
+    requests = decided_requests(after) - decided_requests(before)
+    if requests <= 0:
+        raise SystemExit("bench: the proxy decided no request during the run")
+    return (store_calls(after) - store_calls(before)) / requests
+
+
+IDLE_POLL = 0.2
+
+
+def idle_metrics(admin: int | None, timeout: float = 20.0) -> str:
+    """The proxy's metrics once it is idle: no request in flight, and its request and store counters
+    unchanged between two scrapes IDLE_POLL apart. What wrk left in flight when it stopped has
+    finished by then (answered, or ended by the closed connection). Bounded by `timeout`."""
+    if admin is None:
+        return ""
+    deadline = time.monotonic() + timeout
+    previous: tuple[float, float] | None = None
+    while True:
+        text = scrape(admin)
+        counts = (decided_requests(text), store_calls(text))
+        if counts == previous and gauge(text, "waitroom_inflight_requests") == 0:
+            return text
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"bench: the proxy on admin port {admin} did not become idle within {timeout:g}s "
+                f"(in flight: {gauge(text, 'waitroom_inflight_requests')})"
+            )
+        previous = counts
+        time.sleep(IDLE_POLL)
 
 
 def prepare(scenario: Scenario, url: str) -> dict[str, str]:
@@ -260,10 +308,6 @@ def prepare(scenario: Scenario, url: str) -> dict[str, str]:
             first = client.get(url + scenario.path)
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in first.cookies.items())
     return headers
-
-
-def scrape(admin: int | None) -> str:
-    return httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text if admin else ""
 
 
 HOOKS = ("request", "responseheaders", "response", "error")
