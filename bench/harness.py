@@ -73,7 +73,8 @@ def process(
 @contextmanager
 def nginx(work: Path, body: str = "ok\n", access_log: Path | None = None) -> Iterator[int]:
     """A fast upstream: nginx answering every request with a small 200; with `access_log`, the
-    arrival time of each request (epoch seconds, ms resolution), one per line."""
+    arrival time of each request (epoch seconds, ms resolution) and its `X-Bench-Visit` header
+    (`-` without one), one request per line."""
     port = free_port()
     root = work / f"nginx-{port}"
     root.mkdir(parents=True)
@@ -86,7 +87,7 @@ pid {root}/nginx.pid;
 error_log {root}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  log_format arrival '$msec';
+  log_format arrival '$msec $http_x_bench_visit';
   access_log {f"{access_log} arrival" if access_log else "off"};
   client_body_temp_path {root}/body; proxy_temp_path {root}/proxy; fastcgi_temp_path {root}/fcgi;
   uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 import redis
-from accuracy import replicas_vs_haproxy, sliding_window_error
+from accuracy import flash_crowds, replicas_vs_haproxy, sliding_window_error
 from harness import (
     REPO,
     WrkResult,
@@ -520,6 +520,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="waitroom-accuracy-") as tmp:
         report["accuracy"] = step(
             "accuracy: 4 replicas on Redis vs 2 HAProxy", lambda: replicas_vs_haproxy(Path(tmp))
+        )
+    with tempfile.TemporaryDirectory(prefix="waitroom-bursts-") as tmp:
+        report["bursts"] = step(
+            "accuracy: flash crowds on one Redis", lambda: flash_crowds(Path(tmp), options.quick)
         )
     report["sliding_window"] = step(
         "sliding_window error", lambda: sliding_window_error(20_000 if options.quick else 200_000)
