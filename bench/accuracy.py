@@ -259,7 +259,8 @@ rooms:
         statuses = asyncio.run(crowd([port for port, _ in replicas], "/", burst.visitors))
         elapsed = time.monotonic() - started
         after = [scrape(admin) for _, admin in replicas]
-        recorded = redis.Redis(port=redis_port).zcard(f"{prefix}:{{room:burst}}:log")
+        with redis.Redis(port=redis_port) as client:  # the room's shared window, as Redis holds it
+            recorded = int(client.zcard(f"{prefix}:{{room:burst}}:log"))
     admitted = sum(1 for s in statuses if 200 <= s < 300)
     expected = min(BURST_LIMIT, burst.visitors)
 
@@ -279,7 +280,7 @@ rooms:
         "waiting": sum(1 for s in statuses if s == 503),
         "other_status": sum(1 for s in statuses if s and not 200 <= s < 300 and s != 503),
         "unanswered": sum(1 for s in statuses if not s),
-        "recorded_in_redis": int(recorded),
+        "recorded_in_redis": recorded,
         "store_timeouts": total("waitroom_store_errors", 'kind="timeout"'),
         "store_errors": total("waitroom_store_errors", 'kind="error"'),
         "circuit_open": total("waitroom_store_errors", 'kind="circuit_open"'),
