@@ -134,22 +134,35 @@ def replicas_vs_haproxy(work: Path) -> dict[str, Any]:
     with ExitStack() as stack:
         upstream = stack.enter_context(nginx(work, access_log=log))
         redis_port = stack.enter_context(redis_server(work))
-        config = work / "accuracy.yaml"
-        config.write_text(
-            f"""
+        env = {"WAITROOM_SECRET": SECRET, "PATH": ""}
+        proxies, admins = [], []
+        for _ in range(4):
+            admin = free_port()
+            config = work / f"accuracy-{admin}.yaml"
+            config.write_text(
+                f"""
 store: {{url: "redis://127.0.0.1:{redis_port}/0", timeout: 500ms, key_prefix: accuracy}}
+admin: {{port: {admin}}}
 rooms:
   - {{name: all, match: {{path_prefix: /}}, new_sessions: {LIMIT}, window: {WINDOW}s, block_for: 0s}}
 """
-        )
-        env = {"WAITROOM_SECRET": SECRET, "PATH": ""}
-        options = ["--set", f"waitroom_config={config}"]
-        proxies = [
-            stack.enter_context(mitmdump(work, upstream, ["addons/waitroom.py"], options, env))
-            for _ in range(4)
-        ]
+            )
+            options = ["--set", f"waitroom_config={config}"]
+            proxies.append(
+                stack.enter_context(mitmdump(work, upstream, ["addons/waitroom.py"], options, env))
+            )
+            ready(admin, work)
+            admins.append(admin)
         admitted = asyncio.run(drive([f"http://127.0.0.1:{p}" for p in proxies]))
-        results["waitroom_4_replicas"] = figures(admitted, arrivals(log, 0))
+        metrics = [scrape(admin) for admin in admins]
+        results["waitroom_4_replicas"] = {
+            **figures(admitted, arrivals(log, 0)),
+            # Decisions the failure policy made instead of the shared window: what can over-admit.
+            "degraded_decisions": round(sum(counter(m, "waitroom_degraded_decisions") for m in metrics)),
+            "store_timeouts": round(
+                sum(counter(m, "waitroom_store_errors", 'kind="timeout"') for m in metrics)
+            ),
+        }
         seen = len(log.read_text().splitlines())
         haproxies = []
         for i in range(2):
