@@ -1,5 +1,6 @@
 """Real processes for the benchmarks and the load test: free ports, nginx, redis-server, mitmdump,
-HAProxy, and wrk with its output parsed. Loopback only; every wait and every load bounded in time."""
+HAProxy, the Redis latency relay, wrk with its output parsed, and the proxy's own metrics read from
+its admin port. Loopback only; every wait and every load bounded in time."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -70,7 +73,8 @@ def process(
 @contextmanager
 def nginx(work: Path, body: str = "ok\n", access_log: Path | None = None) -> Iterator[int]:
     """A fast upstream: nginx answering every request with a small 200; with `access_log`, the
-    arrival time of each request (epoch seconds, ms resolution), one per line."""
+    arrival time of each request (epoch seconds, ms resolution) and its `X-Bench-Visit` header
+    (`-` without one), one request per line."""
     port = free_port()
     root = work / f"nginx-{port}"
     root.mkdir(parents=True)
@@ -83,7 +87,7 @@ pid {root}/nginx.pid;
 error_log {root}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  log_format arrival '$msec';
+  log_format arrival '$msec $http_x_bench_visit';
   access_log {f"{access_log} arrival" if access_log else "off"};
   client_body_temp_path {root}/body; proxy_temp_path {root}/proxy; fastcgi_temp_path {root}/fcgi;
   uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
@@ -118,6 +122,16 @@ def redis_server(work: Path) -> Iterator[int]:
         "no",
     ]
     with process([*args, "--dir", str(folder)], folder / "redis.log", port=port, what="redis-server"):
+        yield port
+
+
+@contextmanager
+def relay(target_port: int, delay_ms: int, work: Path) -> Iterator[int]:
+    """Redis `delay_ms` away: bench/relay.py in front of 127.0.0.1:`target_port`; yields its port."""
+    port = free_port()
+    args = [sys.executable, "-m", "bench.relay", "--target", f"127.0.0.1:{target_port}"]
+    args += ["--delay-ms", str(delay_ms), "--listen-port", str(port)]
+    with process(args, work / f"relay-{port}.log", port=port, what="bench/relay.py"):
         yield port
 
 
@@ -212,3 +226,40 @@ def wrk(
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non_2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return WrkResult(requests, rps, p50, p99, errors, int(non_2xx_match.group(1)) if non_2xx_match else 0)
+
+
+def scrape(admin: int | None) -> str:
+    """The proxy's Prometheus metrics from its admin port ("" without one)."""
+    return httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=10).text if admin else ""
+
+
+def counter(text: str, name: str, only: str = "") -> float:
+    """A Prometheus counter summed over its series whose line matches the regular expression `only`
+    (0 when the proxy has no such counter)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((f"{name}_total{{", f"{name}_total ")) and (not only or re.search(only, line)):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def gauge(text: str, name: str) -> float | None:
+    """An unlabelled Prometheus gauge, or None when the proxy has none."""
+    for line in text.splitlines():
+        if line.startswith((f"{name} ", f"{name}{{")):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def ready(admin: int, work: Path, timeout: float = 15) -> None:
+    """The config loaded and the admin port answers: a proxy that refused its config exits instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{admin}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in work.glob("mitmdump-*.log"))
+    raise SystemExit(f"bench: the proxy did not become ready:\n{logs}")

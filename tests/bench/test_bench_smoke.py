@@ -29,12 +29,23 @@ def test_the_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     scenarios = report["scenarios"]
     assert set(scenarios) >= {"bare", "session", "admit-redis", "waiting", "ratelimit-refused", "counter-put"}
     for name, row in scenarios.items():
-        assert row["rps"] > 0, name
-        assert row["errors"] == 0, name
-    assert scenarios["admit-redis"]["redis_calls_per_request"] == pytest.approx(1.0, abs=0.05)
+        assert row["rps"] > 0, (name, row)
+        assert row["errors"] == 0, (name, row)
+    admit = scenarios["admit-redis"]
+    assert admit["redis_calls_per_request"] == pytest.approx(1.0, abs=0.05), admit
     assert scenarios["ratelimit-refused"]["redis_calls_per_request"] == 0  # the over-limit cache
-    assert report["accuracy"]["waitroom_4_replicas"]["over_admission_pct"] == 0
-    assert report["accuracy"]["haproxy_2_instances"]["over_admission_pct"] > 50  # per-instance tables
+    accuracy = report["accuracy"]
+    assert accuracy["waitroom_4_replicas"]["over_admission_pct"] == 0, accuracy
+    assert accuracy["haproxy_2_instances"]["over_admission_pct"] > 50, accuracy  # per-instance tables
+    bursts = report["bursts"]["runs"]
+    assert bursts
+    for name, burst in bursts.items():  # every visitor of a flash crowd answered and accounted for
+        assert burst["unanswered"] == 0, (name, burst)
+        assert burst["admitted"] + burst["waiting"] + burst["other_status"] == burst["visitors"], (
+            name,
+            burst,
+        )
+        assert burst["recorded_in_redis"] <= burst["limit"], (name, burst)  # the shared window is exact
     assert (tmp_path / "bench" / "results" / "ratios.png").read_bytes()[:4] == b"\x89PNG"
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| target | measured |" in markdown
