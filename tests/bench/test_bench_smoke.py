@@ -46,6 +46,7 @@ def test_the_benchmark_runs_end_to_end(tmp_path: Path) -> None:
             burst,
         )
         assert burst["recorded_in_redis"] <= burst["limit"], (name, burst)  # the shared window is exact
+        assert burst["over_admission_pct"] == 0, (name, burst)  # and no replica admits beside it
     assert (tmp_path / "bench" / "results" / "ratios.png").read_bytes()[:4] == b"\x89PNG"
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| target | measured |" in markdown
