@@ -1,6 +1,7 @@
 """The config file: pydantic models, YAML loading, and errors that fit on one line.
 
-Every section of the file that DESIGN.md names is declared here. Unknown keys are errors (a typo must
+Every section of the file that docs/design.md names is declared here; each field's docstring is its
+line in docs/config.md (generated: `make docs`). Unknown keys are errors (a typo must
 not silently turn a protection off), and every error names the field it is about.
 """
 
@@ -330,10 +331,11 @@ class ClusterConfig(_Model):
     """Cluster awareness (kube.py): nothing of it runs outside a Kubernetes pod."""
 
     discover_replicas: bool = False
-    """Count the proxy's ready replicas from its Service's EndpointSlices; `on_error: local` divides
-    limits by that live count instead of the fixed `store.replicas` (which stays the fallback)."""
+    """In a Kubernetes pod, count the proxy's ready replicas from its Service's EndpointSlices;
+    `on_error: local` divides limits by that live count instead of the fixed `store.replicas` (which
+    stays the fallback). Outside a pod it does nothing."""
     service: str | None = Field(None, pattern=_DNS_LABEL)
-    """The proxy's own Service, whose EndpointSlices are watched."""
+    """The proxy's own Service, whose EndpointSlices are watched (required with `discover_replicas`)."""
     namespace: str | None = Field(None, pattern=_DNS_LABEL)
     """The Service's namespace; empty: the pod's own."""
 
@@ -348,7 +350,8 @@ class DecisionLogConfig(_Model):
     format: Literal["off", "json"] = "off"
     """With `json`, one JSON line per sampled decision on the log (never cookies, tokens or queries)."""
     sample: float = Field(0.01, gt=0, le=1)
-    """The share of decisions logged (waiting and limited answers included at the same rate)."""
+    """The share of decisions logged, more than 0 and at most 1 (waiting and limited answers included
+    at the same rate)."""
 
 
 class Config(_Model):
