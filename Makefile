@@ -10,7 +10,7 @@ HELM := .tools/bin/helm
 # Playwright drives Debian's chromium (tests/browser); it must never download a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: setup system-deps tools run load flows bench test lint typecheck unit browser kube e2e clean
+.PHONY: setup system-deps tools run load flows bench docs test lint typecheck unit browser kube e2e clean
 
 setup: $(VENV)/.installed
 
@@ -61,6 +61,10 @@ flows: setup system-deps
 BENCH_ARGS ?=
 bench: setup system-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The config reference in docs/config.md, generated from config.py's models (`make test` checks it).
+docs: setup
+	$(BIN)/python -m waitroom.configdoc
 
 lint: setup
 	$(BIN)/ruff check .

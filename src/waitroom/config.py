@@ -1,6 +1,7 @@
 """The config file: pydantic models, YAML loading, and errors that fit on one line.
 
-Every section of the file that DESIGN.md names is declared here. Unknown keys are errors (a typo must
+Every section of the file that docs/design.md names is declared here; each field's docstring is its
+line in docs/config.md (generated: `make docs`). Unknown keys are errors (a typo must
 not silently turn a protection off), and every error names the field it is about.
 """
 
@@ -46,7 +47,9 @@ class ConfigError(Exception):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become the fields' descriptions: docs/config.md is generated from them
+    # (python -m waitroom.configdoc, `make docs`).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -93,7 +96,7 @@ class BreakerConfig(_Model):
     failures: int = Field(3, ge=1, le=1000)
     """Consecutive store failures that open the circuit."""
     cool_down: Duration = Field(5.0, le=3600)
-    """How long an open circuit skips the store before one call probes it."""
+    """How long an open circuit skips the store before a probe (a `PING`) asks it again."""
 
 
 LiveReplicas = Callable[[], int | None]
@@ -107,17 +110,21 @@ def unknown_replicas() -> int | None:
 
 class StoreConfig(_Model):
     url: str = "memory://"
+    """Where state lives: `memory://`, `redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://`."""
     timeout: Duration = Field(0.25, le=10)
-    """How long Redis may take to answer one call, from when it is sent, on an event loop free to
-    read the answer (see store/guard.py). Past it the store counts as failing: on_error decides."""
+    """How long Redis may take to answer one call, from when it is sent, on a proxy free to read the
+    answer (store/guard.py judges that). Past it the store is failing and `on_error` decides."""
     max_wait: Duration = Field(2.0, le=60)
     """The most a request waits for the store in all, including time the proxy's own event loop was
     too busy to read the answer, and time it queued before asking. Past it the proxy is saturated
     and the request is shed (wait answer, or the rule's refusal), never admitted."""
     on_error: StoreErrorPolicy = StoreErrorPolicy.LOCAL
+    """What decides when the store fails."""
     key_prefix: str = Field("waitroom", pattern=r"^[A-Za-z0-9_:.-]{1,64}$")
+    """Prefix of every Redis key, so several deployments can share one Redis."""
     replicas: int = Field(1, ge=1, le=10_000)
-    """How many proxy replicas share the store; `on_error: local` divides limits by it."""
+    """How many proxy replicas share the store; `on_error: local` divides limits by it (with
+    `cluster.discover_replicas`, only until the live count is known)."""
     breaker: BreakerConfig = BreakerConfig()
     password_env: str = Field("WAITROOM_REDIS_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Environment variable holding the Redis password for a `url` that carries none, so that the
@@ -158,6 +165,7 @@ class SessionConfig(_Model):
     ttl: Duration = Field(1800.0, le=30 * 86400)
     """Idle time after which a session ends; each use renews it (at most one Set-Cookie per ttl/2)."""
     secure: Literal["auto", "true", "false"] = "auto"
+    """The cookie's `Secure` flag; `auto`: when the visitor's side is https."""
 
     @field_validator("secure", mode="before")
     @classmethod
@@ -190,18 +198,29 @@ class ClientIPConfig(_Model):
 
 class Match(_Model):
     path_prefix: PathPrefix = "/"
+    """The paths covered, in canonical form (`/shop`, not `//shop`, `/%73hop` or `/a/../shop`: refused,
+    naming the form to write)."""
     host: Host = None
+    """Only this host (needs mitmdump's `keep_host_header`)."""
 
 
 class RoomConfig(_Model):
     name: str = Field(pattern=NAME_PATTERN)
+    """Letters, digits, `_` and `-`; used in cookie names and store keys."""
     match: Match = Match()
     new_sessions: int = Field(ge=1, le=10_000_000)
+    """New visitors admitted per window (at least 1)."""
     window: Duration = Field(60.0, le=86400)
+    """The rolling window (at least 1s)."""
     block_for: Duration = Field(60.0, le=86400)
+    """How long the room stays blocked once a visitor finds the window full (`0`: no block, the window
+    alone decides)."""
     retry_after: Duration = Field(10.0, le=3600)
+    """`Retry-After` of the wait answer and the page's retry interval (whole seconds, at least 1s)."""
     status: int = Field(503, ge=200, le=599)
+    """Status of the wait answer."""
     template: Path | None = None
+    """A custom wait-page template, relative to the config file."""
 
     @field_validator("window", "retry_after")
     @classmethod
@@ -218,6 +237,7 @@ class RoomConfig(_Model):
 
 class RateLimitMatch(Match):
     methods: list[str] | None = None
+    """Only these methods (a rule's `match` must match in all its fields)."""
 
     @field_validator("methods")
     @classmethod
@@ -232,17 +252,28 @@ class RateLimitConfig(_Model):
     """A rule: at most `limit` requests per `per` for each key, across all replicas sharing a store."""
 
     name: str = Field(pattern=NAME_PATTERN)
+    """Letters, digits, `_` and `-`; shows in headers and logs."""
     match: RateLimitMatch = RateLimitMatch()
     key: str = Field("ip", pattern=_KEY)
+    """What is counted: `ip`, `header:NAME`, `jwt:CLAIM` or `global`."""
     fallback: str | None = Field(None, pattern=_KEY)
+    """The key to use when `key` has no value (header missing, JWT missing or invalid); without one,
+    such requests are not counted by this rule."""
     limit: int = Field(ge=1, le=10_000_000)
+    """At most `limit` requests per `per` for each key."""
     per: Duration = Field(1.0, le=86400)
+    """The interval `limit` is counted over (at least 1ms)."""
     algorithm: Literal["sliding_window", "sliding_log", "gcra"] = "sliding_window"
+    """How requests are counted."""
     burst: int | None = Field(None, ge=1, le=10_000_000)
+    """`gcra` only: how many requests may come at once."""
     action: str = Field("reject", pattern=r"^(reject|delay|upstream:https?://\S+)$")
+    """`reject` (429), `delay` (hold up to `max_delay`, then 429), or `upstream:URL` (send the request
+    to another upstream)."""
     max_delay: Duration = 1.0
-    """With `action: delay`, the longest a request is held before it is refused instead."""
+    """With `action: delay`, the longest a request is held before it is refused instead (at most 30s)."""
     shadow: bool = False
+    """Count and log, never enforce: a dry run for a new rule."""
 
     @field_validator("per")
     @classmethod
@@ -261,13 +292,21 @@ class RateLimitConfig(_Model):
 
 class JWTConfig(_Model):
     header: str = "Authorization"
+    """The header holding the token, as `Bearer <token>`."""
     algorithms: list[Literal["HS256", "HS384", "HS512", "RS256", "ES256"]] = ["HS256"]
+    """The algorithms a signature may use (`none` can never be allowed)."""
     secret_env: str | None = "WAITROOM_JWT_SECRET"
+    """The environment variable holding the secret that HS* tokens are checked with."""
     public_key_file: Path | None = None
+    """A PEM public key that RS*/ES* tokens are checked with."""
     jwks_file: Path | None = None
+    """A JWKS file that RS*/ES* tokens are checked with (the key chosen by `kid`)."""
     audience: str | None = None
+    """When set, the `aud` a token must carry."""
     issuer: str | None = None
+    """When set, the `iss` a token must carry."""
     leeway: Duration = Field(30.0, le=3600)
+    """Clock leeway for `exp` and `nbf`."""
 
 
 class AdminConfig(_Model):
@@ -292,10 +331,11 @@ class ClusterConfig(_Model):
     """Cluster awareness (kube.py): nothing of it runs outside a Kubernetes pod."""
 
     discover_replicas: bool = False
-    """Count the proxy's ready replicas from its Service's EndpointSlices; `on_error: local` divides
-    limits by that live count instead of the fixed `store.replicas` (which stays the fallback)."""
+    """In a Kubernetes pod, count the proxy's ready replicas from its Service's EndpointSlices;
+    `on_error: local` divides limits by that live count instead of the fixed `store.replicas` (which
+    stays the fallback). Outside a pod it does nothing."""
     service: str | None = Field(None, pattern=_DNS_LABEL)
-    """The proxy's own Service, whose EndpointSlices are watched."""
+    """The proxy's own Service, whose EndpointSlices are watched (required with `discover_replicas`)."""
     namespace: str | None = Field(None, pattern=_DNS_LABEL)
     """The Service's namespace; empty: the pod's own."""
 
@@ -308,9 +348,10 @@ class ClusterConfig(_Model):
 
 class DecisionLogConfig(_Model):
     format: Literal["off", "json"] = "off"
-    """`json`: one JSON line per sampled decision on the log (never cookies, tokens or queries)."""
+    """With `json`, one JSON line per sampled decision on the log (never cookies, tokens or queries)."""
     sample: float = Field(0.01, gt=0, le=1)
-    """The share of decisions logged (waiting and limited answers included at the same rate)."""
+    """The share of decisions logged, more than 0 and at most 1 (waiting and limited answers included
+    at the same rate)."""
 
 
 class Config(_Model):
@@ -318,9 +359,13 @@ class Config(_Model):
     session: SessionConfig = SessionConfig()
     client_ip: ClientIPConfig = ClientIPConfig()
     rooms: list[RoomConfig] = []
+    """The wait rooms; a request goes to the room with the longest matching `match.path_prefix`."""
     bypass: list[PathPrefix] = []
+    """Path prefixes that are never queued nor rate-limited (health checks, static assets)."""
     rate_limits: list[RateLimitConfig] = []
+    """Rate-limit rules, decided before the room."""
     jwt: JWTConfig | None = None
+    """How to verify tokens for `jwt:CLAIM` keys; a rule with such a key needs this section."""
     admin: AdminConfig = AdminConfig()
     decision_log: DecisionLogConfig = DecisionLogConfig()
     cluster: ClusterConfig = ClusterConfig()

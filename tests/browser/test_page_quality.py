@@ -2,7 +2,7 @@
 templates, and a poll that recovers when something between the visitor and the proxy fails.
 
 Screenshots go to tests/artifacts/ (not committed). With WAITROOM_UPDATE_DOCS=1 the test also writes
-the README's docs/waitroom-desktop.png and docs/waitroom-phone.png.
+docs/concepts.md's docs/waitroom-desktop.png and docs/waitroom-phone.png.
 """
 
 from __future__ import annotations

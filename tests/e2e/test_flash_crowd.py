@@ -214,7 +214,7 @@ def test_a_saturated_proxy_sheds_and_never_admits_even_with_on_error_open(
 def test_a_rate_limit_under_local_stays_within_twice_its_limit_across_an_outage(
     start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
 ) -> None:
-    """The bound the README states for rate limits under `local`: local counts are not written back,
+    """The bound docs/stores.md states for rate limits under `local`: local counts are not written back,
     so an interval of length `per` that spans Redis's return allows at most 2 x limit."""
     rule = "rate_limits:\n  - {name: all, key: global, limit: 10, per: 60s, algorithm: sliding_log}\n"
     admin = free_port()
@@ -238,6 +238,6 @@ def test_a_rate_limit_under_local_stays_within_twice_its_limit_across_an_outage(
     after = [httpx.get(f"{proxy.url}/api", timeout=10).status_code for _ in range(15)]
     # During the outage: the local share (10). After: the shared window from empty (at most 10; the
     # local refusals are remembered until they run out, so here fewer). Redis forgot the 4 from
-    # before, which the README's bound for an emptied Redis counts too.
+    # before, which docs/stores.md's bound for an emptied Redis counts too.
     assert after.count(200) <= 10
     assert before.count(200) + during.count(200) + after.count(200) <= 2 * 10 + 4

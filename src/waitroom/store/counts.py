@@ -23,7 +23,7 @@ from waitroom.store.base import StoreError
 
 MEMORY_KEYS = 100_000
 """Most idempotency keys the embedded store remembers at once; past it the oldest is forgotten
-early (the README says so). Redis keeps every key for its whole window."""
+early (docs/counter.md says so). Redis keeps every key for its whole window."""
 
 
 @dataclass(frozen=True, slots=True)

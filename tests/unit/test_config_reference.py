@@ -1,0 +1,49 @@
+"""docs/config.md's key table is generated from config.py's models (`make docs`): it must be current."""
+
+from __future__ import annotations
+
+from waitroom import configdoc
+from waitroom.config import Config
+
+
+def test_config_reference_is_current() -> None:
+    current = configdoc.DOC.read_text(encoding="utf-8")
+    assert current == configdoc.render(current), "docs/config.md is not current: run `make docs`"
+
+
+def test_every_field_is_described() -> None:
+    keys = [key for key, _, meaning in configdoc.rows()]  # rows() raises on a field without a docstring
+    assert "store.url" in keys
+    assert "rooms[].new_sessions" in keys
+    assert "rate_limits[].match.methods" in keys
+
+
+def test_every_top_level_section_is_in_the_table() -> None:
+    keys = {key.split(".")[0].removesuffix("[]") for key, _, _ in configdoc.rows()}
+    assert keys == set(Config.model_fields)
+
+
+def test_named_defaults_and_links_name_real_fields() -> None:
+    keys = {key for key, _, _ in configdoc.rows()}
+    assert set(configdoc.DEFAULT_TEXT) <= keys
+    assert set(configdoc.SEE) <= keys
+
+
+def test_defaults_are_written_as_in_the_file() -> None:
+    table = dict((key, default) for key, default, _ in configdoc.rows())
+    assert table["store.timeout"] == "`250ms`"
+    assert table["session.ttl"] == "`30m`"
+    assert table["rooms[].window"] == "`60s`"
+    assert table["rooms[].name"] == "required"
+    assert table["store.on_error"] == "`local`"
+    assert table["cluster.discover_replicas"] == "`false`"
+
+
+def test_check_mode_reports_a_stale_file(tmp_path, monkeypatch) -> None:
+    stale = tmp_path / "config.md"
+    stale.write_text(f"# x\n{configdoc.BEGIN}\n| old |\n{configdoc.END}\n", encoding="utf-8")
+    monkeypatch.setattr(configdoc, "DOC", stale)
+    assert configdoc.main(["--check"]) == 1
+    assert configdoc.main([]) == 0
+    assert configdoc.main(["--check"]) == 0
+    assert "`store.url`" in stale.read_text(encoding="utf-8")
