@@ -32,8 +32,7 @@ from mitmproxy import connection, ctx, exceptions, http
 from waitroom import config as config_module
 from waitroom import early
 from waitroom.admin import AdminServer
-from waitroom.claims import ClaimVerifier
-from waitroom.config import Config, ConfigError, StoreConfig, load_config
+from waitroom.config import Config, ConfigError, StoreConfig, compile_config
 from waitroom.decide import Decider, Decision, Outcome, cookie_name
 from waitroom.drain import Drain, Timing
 from waitroom.identity import client_is_https
@@ -51,11 +50,9 @@ from waitroom.replay import (
     strip_proxy_headers,
 )
 from waitroom.responses import (
-    DEFAULT_TEMPLATE,
     POLL_HEADER,
     Answer,
     Template,
-    TemplateError,
     admitted_poll_answer,
     limited_answer,
     problem_answer,
@@ -157,24 +154,6 @@ class _Loaded:
     templates: dict[str, Template]
     needs_host: bool = False
     """A room or rule matches on host: a request must name exactly one."""
-
-
-def compile_config(path: Path) -> tuple[Config, dict[str, Template], ClaimVerifier | None]:
-    """Everything a config file needs beyond its schema: its templates and JWT keys load, and
-    `jwt:` keys have a `jwt:` section. ConfigError (one line) otherwise. `waitroom check` uses this."""
-    config = load_config(path)
-    templates = {}
-    for i, room in enumerate(config.rooms):
-        try:
-            templates[room.name] = Template.load(room.template or DEFAULT_TEMPLATE)
-        except TemplateError as e:
-            raise ConfigError(f"{path}: rooms[{i}].template: {e}") from None
-    verifier = ClaimVerifier(config.jwt) if config.jwt is not None else None
-    for i, rule in enumerate(config.rate_limits):
-        for field_name, key in (("key", rule.key), ("fallback", rule.fallback)):
-            if key is not None and key.startswith("jwt:") and verifier is None:
-                raise ConfigError(f"{path}: rate_limits[{i}].{field_name}: {key} needs a `jwt:` section")
-    return config, templates, verifier
 
 
 class WaitRoom:
