@@ -366,7 +366,7 @@ class WaitRoom:
             return
         self.overrides = Overrides(values)
         if self.loaded is not None:
-            self.loaded.decider.overrides = self.overrides
+            self.loaded.decider.set_overrides(self.overrides)
             self.loaded.limiter.set_overrides(self.overrides)
 
     async def _refresh_overrides(self) -> None:
@@ -468,7 +468,7 @@ class WaitRoom:
         store = self._store_for(config)
         decider = Decider(config, store, codec, self.clock, self.live_replicas)
         limiter = RateLimiter(config, store, verifier, self.clock, self.live_replicas, self._sleep)
-        decider.overrides = self.overrides
+        decider.set_overrides(self.overrides)
         limiter.set_overrides(self.overrides)
         needs_host = decider.router.uses_host or any(r.match.host is not None for r in config.rate_limits)
         return _Loaded(path, fingerprint, config, decider, limiter, templates, needs_host)

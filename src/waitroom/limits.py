@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,14 +18,13 @@ from enum import StrEnum
 
 from waitroom.claims import ClaimVerifier
 from waitroom.config import Config, LiveReplicas, RateLimitConfig, StoreErrorPolicy, unknown_replicas
+from waitroom.fallback import StoreFallback
 from waitroom.identity import client_ip
 from waitroom.metrics import METRICS
 from waitroom.overrides import Overrides
 from waitroom.routing import covers
-from waitroom.store import Clock, MemoryStore, Overloaded, Store, StoreError
+from waitroom.store import Clock, MemoryStore, Overloaded, Store
 from waitroom.store.base import RateCheck, RateResult
-
-log = logging.getLogger(__name__)
 
 OVER_LIMIT_CACHE_SIZE = 100_000
 """Clients remembered as over their limit; past this, expired entries are dropped first."""
@@ -96,8 +94,6 @@ class RateLimiter:
         self.config = config
         self.sleep = sleep
         """How a `delay` action waits: real time live, the recorded clock's time in flow replay."""
-        self.live_replicas = live_replicas
-        """The ready replicas cluster discovery counts (None: unknown); see config.LiveReplicas."""
         self.rules = config.rate_limits
         self.store = store
         self.verifier = verifier
@@ -105,7 +101,8 @@ class RateLimiter:
         self.overrides = Overrides()
         """Set by the addon from the store (admin API changes); replaced whole, never mutated."""
         self._over: dict[tuple[str, str], float] = {}
-        self._local: MemoryStore | None = None
+        self.fallback = StoreFallback(config.store, clock, live_replicas)
+        """Decides by `store.on_error` while the store fails."""
 
     def set_overrides(self, overrides: Overrides) -> None:
         """New run-time limits: the over-limit cache was judged by the old ones."""
@@ -230,23 +227,19 @@ class RateLimiter:
         self._over[(check.rule, check.key)] = self.clock() + result.reset_after
 
     async def _hit(self, checks: list[RateCheck]) -> tuple[list[RateResult], StoreErrorPolicy | None]:
-        try:
-            return await self.store.hit(checks), None
-        except StoreError as e:
-            policy = self.config.store.on_error
-            log.debug("store failed (%s); rate limits decided by on_error=%s", e, policy.value)
-        if policy is StoreErrorPolicy.OPEN:
-            return [RateResult(True, c.limit, 0.0) for c in checks], policy
-        if policy is StoreErrorPolicy.CLOSED:
-            return [RateResult(c.shadow, 0, c.per) for c in checks], policy
-        if self._local is None:
-            self._local = MemoryStore(self.clock)
-        replicas = self.config.store.local_replicas(self.live_replicas())
-        local = [
-            RateCheck(c.rule, c.key, c.algorithm, max(1, c.limit // replicas), c.per, c.burst, c.shadow)
-            for c in checks
-        ]
-        return await self._local.hit(local), policy
+        async def local(store: MemoryStore, replicas: int) -> list[RateResult]:
+            return await store.hit(
+                [dataclasses.replace(c, limit=max(1, c.limit // replicas)) for c in checks]
+            )
+
+        answer = await self.fallback.ask(
+            lambda: self.store.hit(checks),
+            open_=lambda: [RateResult(True, c.limit, 0.0) for c in checks],
+            closed=lambda: [RateResult(c.shadow, 0, c.per) for c in checks],
+            local=local,
+            what="rate limits",
+        )
+        return answer.value, answer.degraded
 
     def _judge(
         self,
