@@ -16,7 +16,7 @@ from waitroom.config import Config, LiveReplicas, RoomConfig, StoreErrorPolicy, 
 from waitroom.fallback import StoreFallback
 from waitroom.metrics import METRICS
 from waitroom.overrides import Overrides, RoomMode
-from waitroom.routing import Router
+from waitroom.routing import Route, Router
 from waitroom.sessions import SessionCodec, new_session_id
 from waitroom.store import Admission, Clock, MemoryStore, Overloaded, RoomPolicy, Store
 
@@ -97,12 +97,19 @@ class Decider:
         self.overrides = overrides
 
     async def decide(
-        self, host: str, path: str, cookies: Callable[[str], Sequence[str]], waited: float = 0.0
+        self,
+        host: str,
+        path: str,
+        cookies: Callable[[str], Sequence[str]],
+        waited: float = 0.0,
+        route: Route | None = None,
     ) -> Decision:
         """`host` and `path` normalised (see routing); `cookies(name)` gives every value the
         request carries under that name (a browser may send a stale one beside the fresh one);
-        `waited`: seconds the request has already spent in the proxy before this decision."""
-        route = self.router.route(host, path)
+        `waited`: seconds the request has already spent in the proxy before this decision;
+        `route`: the request's route, when the caller classified it already."""
+        if route is None:
+            route = self.router.route(host, path)
         if route.bypass:
             return Decision(Outcome.BYPASS)
         room = route.room

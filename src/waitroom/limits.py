@@ -54,6 +54,19 @@ class RequestFacts:
     """Seconds the request already spent in the proxy before this decision."""
 
 
+class Fallback(str):
+    """A rule whose key came from its `fallback`, and why (`missing`, or a JWT's reason). Its text
+    is `rule:reason`, as the decision log and recorded flows carry it."""
+
+    rule: str
+    reason: str
+
+    def __new__(cls, rule: str, reason: str) -> Fallback:
+        self = super().__new__(cls, f"{rule}:{reason}")
+        self.rule, self.reason = rule, reason
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class LimitDecision:
     outcome: LimitOutcome
@@ -63,13 +76,22 @@ class LimitDecision:
     upstream: str | None = None
     delayed_for: float = 0.0
     shadow_limited: tuple[str, ...] = ()
-    fallbacks: tuple[str, ...] = field(default=())
+    fallbacks: tuple[Fallback, ...] = field(default=())
     """Rules whose key came from the fallback (e.g. a missing or invalid JWT), with the reason."""
     degraded: StoreErrorPolicy | None = None
     cached: bool = False
     """Refused from the local over-limit cache, without asking the store."""
     shed: str | None = None
     """Refused because the proxy was too busy to get the store's answer in time (see guard.py)."""
+
+    @property
+    def ends_request(self) -> bool:
+        """Refused, or sent to another upstream: the request goes no further (no room is asked)."""
+        if self.rule is None or self.result is None:
+            return False
+        return self.outcome is LimitOutcome.LIMITED or (
+            self.outcome is LimitOutcome.REROUTED and bool(self.upstream)
+        )
 
     @property
     def retry_after(self) -> int:
@@ -143,14 +165,17 @@ class RateLimiter:
         claim = self.verifier.claim(auth, name, self.clock())
         return claim.value, claim.reason
 
-    def checks(self, facts: RequestFacts) -> tuple[list[RateCheck], list[RateLimitConfig], list[str]]:
-        """The store's questions for every matching rule that has a key, and the fallbacks used."""
+    def checks(
+        self, facts: RequestFacts, matched: list[RateLimitConfig] | None = None
+    ) -> tuple[list[RateCheck], list[RateLimitConfig], list[Fallback]]:
+        """The store's questions for every matching rule (`matched`, else matched here) that has a
+        key, and the fallbacks used."""
         checks, rules, fallbacks = [], [], []
-        for rule in map(self.overrides.rule, self.matching(facts)):
+        for rule in map(self.overrides.rule, self.matching(facts) if matched is None else matched):
             identity, reason = self._identity(rule.key, facts)
             key_form = rule.key
             if identity is None and rule.fallback is not None:
-                fallbacks.append(f"{rule.name}:{reason}")
+                fallbacks.append(Fallback(rule.name, reason))
                 identity, _ = self._identity(rule.fallback, facts)
                 key_form = rule.fallback
             if identity is None:
@@ -169,8 +194,11 @@ class RateLimiter:
             rules.append(rule)
         return checks, rules, fallbacks
 
-    async def decide(self, facts: RequestFacts) -> LimitDecision:
-        checks, rules, fallbacks = self.checks(facts)
+    async def decide(
+        self, facts: RequestFacts, matched: list[RateLimitConfig] | None = None
+    ) -> LimitDecision:
+        """`matched`: the rules that match the request, when the caller classified it already."""
+        checks, rules, fallbacks = self.checks(facts, matched)
         if not checks:
             return LimitDecision(LimitOutcome.NONE, fallbacks=tuple(fallbacks))
         cached = self._cached_refusal(checks, rules)
@@ -184,11 +212,11 @@ class RateLimiter:
             return self._shed(checks, rules, fallbacks, e.reason)
         decision = self._judge(checks, rules, results, fallbacks, degraded)
         if decision.outcome is LimitOutcome.LIMITED and decision.rule and decision.rule.action == "delay":
-            return await self._delay(facts, decision)
+            return await self._delay(facts, decision, matched)
         return decision
 
     def _shed(
-        self, checks: list[RateCheck], rules: list[RateLimitConfig], fallbacks: list[str], reason: str
+        self, checks: list[RateCheck], rules: list[RateLimitConfig], fallbacks: list[Fallback], reason: str
     ) -> LimitDecision:
         """Saturated: no answer from the shared window in time, so the first enforcing rule refuses
         (a request is never let through uncounted). Shadow rules alone never refuse."""
@@ -246,7 +274,7 @@ class RateLimiter:
         checks: list[RateCheck],
         rules: list[RateLimitConfig],
         results: list[RateResult],
-        fallbacks: list[str],
+        fallbacks: list[Fallback],
         degraded: StoreErrorPolicy | None,
     ) -> LimitDecision:
         shadow = tuple(c.rule for c, r in zip(checks, results, strict=True) if c.shadow and not r.allowed)
@@ -278,7 +306,7 @@ class RateLimiter:
         degraded: StoreErrorPolicy | None,
         *,
         cached: bool = False,
-        fallbacks: tuple[str, ...] = (),
+        fallbacks: tuple[Fallback, ...] = (),
     ) -> LimitDecision:
         if rule.action.startswith("upstream:"):
             return LimitDecision(
@@ -301,7 +329,9 @@ class RateLimiter:
             cached=cached,
         )
 
-    async def _delay(self, facts: RequestFacts, decision: LimitDecision) -> LimitDecision:
+    async def _delay(
+        self, facts: RequestFacts, decision: LimitDecision, matched: list[RateLimitConfig] | None
+    ) -> LimitDecision:
         """Hold the request until the rule would allow it, if that is within `max_delay`; then ask
         the store once more (others may have taken the slot meanwhile)."""
         rule, result = decision.rule, decision.result
@@ -309,7 +339,7 @@ class RateLimiter:
             return decision
         wait = result.reset_after
         await self.sleep(wait)  # bounded by max_delay, which the config caps at 30s
-        checks, rules, fallbacks = self.checks(facts)
+        checks, rules, fallbacks = self.checks(facts, matched)
         try:
             results, degraded = await self._hit(checks)
         except Overloaded as e:
