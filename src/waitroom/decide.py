@@ -51,10 +51,6 @@ class Decision:
     """A pending token to send in Set-Cookie with a wait answer: the store may have admitted this
     visitor although its answer was lost, and the next request asks again with the same id."""
 
-    @property
-    def forwards(self) -> bool:
-        return self.outcome is not Outcome.WAITING
-
 
 def cookie_name(config: Config, room: RoomConfig) -> str:
     """One cookie per room, so a visitor in two rooms keeps both sessions."""
