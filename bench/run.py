@@ -316,6 +316,7 @@ def prepare(scenario: Scenario, url: str) -> dict[str, str]:
 
 
 HOOKS = ("request", "responseheaders", "response", "error")
+HOOK_FILES = tuple(f"waitroom/{name}.py" for name in ("gate", "bounds", "record", "replay"))
 
 
 def profile(name: str, work: Path, upstream: int, redis_port: int, seconds: float) -> dict[str, Any]:
@@ -341,7 +342,7 @@ def profile(name: str, work: Path, upstream: int, redis_port: int, seconds: floa
     hooks = sum(
         cumulative
         for (file, _, function), (_, _, _, cumulative, _) in stats.stats.items()  # type: ignore[attr-defined]
-        if file.endswith("waitroom/addon.py") and function in HOOKS
+        if file.endswith(HOOK_FILES) and function in HOOKS
     )
     return {
         "scenario": name,

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from waitroom.config import ConfigError
+from waitroom.config import ConfigError, compile_config
 from waitroom.durations import format_duration
 
 DEFAULT_URL = "http://127.0.0.1:8081"
@@ -81,8 +81,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def check(path: Path) -> int:
-    from waitroom.addon import compile_config  # imports mitmproxy: only for this command
-
     try:
         config, _, _ = compile_config(path)
     except ConfigError as e:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
@@ -29,6 +29,10 @@ from pydantic import (
 
 from waitroom.durations import parse_duration
 from waitroom.target import canonical_prefix
+
+if TYPE_CHECKING:
+    from waitroom.claims import ClaimVerifier
+    from waitroom.responses import Template
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "waitroom.yaml"
 """The shipped example config; used when the `waitroom_config` option is empty."""
@@ -467,3 +471,25 @@ def load_config(path: Path) -> Config:
         return parse_config(data, base_dir=path.parent)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def compile_config(path: Path) -> tuple[Config, dict[str, Template], ClaimVerifier | None]:
+    """Everything a config file needs beyond its schema: its templates and JWT keys load, and
+    `jwt:` keys have a `jwt:` section. ConfigError (one line) otherwise. `waitroom check` and the
+    proxy's runtime both use this; it does not import mitmproxy."""
+    from waitroom.claims import ClaimVerifier  # claims imports this module
+    from waitroom.responses import DEFAULT_TEMPLATE, Template, TemplateError
+
+    config = load_config(path)
+    templates = {}
+    for i, room in enumerate(config.rooms):
+        try:
+            templates[room.name] = Template.load(room.template or DEFAULT_TEMPLATE)
+        except TemplateError as e:
+            raise ConfigError(f"{path}: rooms[{i}].template: {e}") from None
+    verifier = ClaimVerifier(config.jwt) if config.jwt is not None else None
+    for i, rule in enumerate(config.rate_limits):
+        for field_name, key in (("key", rule.key), ("fallback", rule.fallback)):
+            if key is not None and key.startswith("jwt:") and verifier is None:
+                raise ConfigError(f"{path}: rate_limits[{i}].{field_name}: {key} needs a `jwt:` section")
+    return config, templates, verifier

@@ -7,20 +7,18 @@ tests call this directly.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from waitroom.config import Config, LiveReplicas, RoomConfig, StoreErrorPolicy, unknown_replicas
+from waitroom.fallback import StoreFallback
 from waitroom.metrics import METRICS
 from waitroom.overrides import Overrides, RoomMode
-from waitroom.routing import Router
+from waitroom.routing import Route, Router
 from waitroom.sessions import SessionCodec, new_session_id
-from waitroom.store import Admission, Clock, MemoryStore, Overloaded, RoomPolicy, Store, StoreError
-
-log = logging.getLogger(__name__)
+from waitroom.store import Admission, Clock, MemoryStore, Overloaded, RoomPolicy, Store
 
 
 class Outcome(StrEnum):
@@ -53,10 +51,6 @@ class Decision:
     """A pending token to send in Set-Cookie with a wait answer: the store may have admitted this
     visitor although its answer was lost, and the next request asks again with the same id."""
 
-    @property
-    def forwards(self) -> bool:
-        return self.outcome is not Outcome.WAITING
-
 
 def cookie_name(config: Config, room: RoomConfig) -> str:
     """One cookie per room, so a visitor in two rooms keeps both sessions."""
@@ -83,25 +77,35 @@ class Decider:
         live_replicas: LiveReplicas = unknown_replicas,
     ) -> None:
         self.config = config
-        self.live_replicas = live_replicas
         self.store = store
         self.codec = codec
         self.clock = clock
         self.router = Router(config)
         self.overrides = Overrides()
-        """Set by the addon from the store (admin API changes); replaced whole, never mutated."""
-        self._local: MemoryStore | None = None
-        """Decides under `on_error: local` while the store fails."""
+        """The run-time settings (admin API changes); see set_overrides."""
+        self.fallback = StoreFallback(config.store, clock, live_replicas)
+        """Decides by `store.on_error` while the store fails."""
         self._unsynced: set[str] = set()
         """Rooms with local admissions the shared window has not been told of yet."""
 
+    def set_overrides(self, overrides: Overrides) -> None:
+        """New run-time settings, replaced whole (never mutated); the limiter takes them alike."""
+        self.overrides = overrides
+
     async def decide(
-        self, host: str, path: str, cookies: Callable[[str], Sequence[str]], waited: float = 0.0
+        self,
+        host: str,
+        path: str,
+        cookies: Callable[[str], Sequence[str]],
+        waited: float = 0.0,
+        route: Route | None = None,
     ) -> Decision:
         """`host` and `path` normalised (see routing); `cookies(name)` gives every value the
         request carries under that name (a browser may send a stale one beside the fresh one);
-        `waited`: seconds the request has already spent in the proxy before this decision."""
-        route = self.router.route(host, path)
+        `waited`: seconds the request has already spent in the proxy before this decision;
+        `route`: the request's route, when the caller classified it already."""
+        if route is None:
+            route = self.router.route(host, path)
         if route.bypass:
             return Decision(Outcome.BYPASS)
         room = route.room
@@ -163,36 +167,38 @@ class Decider:
     ) -> tuple[Admission, StoreErrorPolicy | None, bool]:
         """The store's answer, or the failure policy's when the store fails (and whether the store
         may have admitted the visitor all the same). Overloaded passes up."""
-        store_config = self.config.store
-        try:
+
+        async def shared() -> Admission:
             # A remote store comes wrapped in a GuardedStore (store/guard.py): every call bounded by
             # store.timeout, and failing at once while its circuit is open.
             if room.name in self._unsynced:
                 await self._sync(room)
-            return await self.store.admit(room_policy(room), session_id), None, False
-        except StoreError as e:
-            policy = store_config.on_error
-            maybe_done = e.maybe_done
-            # The breaker logs when the store starts and stops failing; one line per request would flood.
-            log.debug("store failed (%s); room %s decided by on_error=%s", e, room.name, policy.value)
-        now = self.clock()
-        if policy is StoreErrorPolicy.OPEN:
-            return Admission(True, 0.0, False, now), policy, maybe_done
-        if policy is StoreErrorPolicy.CLOSED:
-            return Admission(False, now + math.ceil(room.retry_after), False, now), policy, maybe_done
-        if self._local is None:
-            self._local = MemoryStore(self.clock)
-        policy_here = room_policy(room, store_config.local_replicas(self.live_replicas()))
-        admission = await self._local.admit(policy_here, session_id)
-        if admission.admitted:
-            self._unsynced.add(room.name)
-        return admission, policy, maybe_done
+            return await self.store.admit(room_policy(room), session_id)
+
+        def closed() -> Admission:
+            now = self.clock()
+            return Admission(False, now + math.ceil(room.retry_after), False, now)
+
+        async def local(store: MemoryStore, replicas: int) -> Admission:
+            admission = await store.admit(room_policy(room, replicas), session_id)
+            if admission.admitted:
+                self._unsynced.add(room.name)
+            return admission
+
+        answer = await self.fallback.ask(
+            shared,
+            open_=lambda: Admission(True, 0.0, False, self.clock()),
+            closed=closed,
+            local=local,
+            what=f"room {room.name}",
+        )
+        return answer.value, answer.degraded, answer.maybe_done
 
     async def _sync(self, room: RoomConfig) -> None:
         """The store is back: what this replica admitted on its own while it was away joins the
         shared window first, so the limit holds across the outage (StoreError if it fails again)."""
-        assert self._local is not None
-        admissions = self._local.room_admissions(room.name)
+        assert self.fallback.local is not None
+        admissions = self.fallback.local.room_admissions(room.name)
         if admissions:
             await self.store.record(room_policy(room), admissions, self.clock())
         self._unsynced.discard(room.name)

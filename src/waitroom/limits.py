@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,14 +18,13 @@ from enum import StrEnum
 
 from waitroom.claims import ClaimVerifier
 from waitroom.config import Config, LiveReplicas, RateLimitConfig, StoreErrorPolicy, unknown_replicas
+from waitroom.fallback import StoreFallback
 from waitroom.identity import client_ip
 from waitroom.metrics import METRICS
 from waitroom.overrides import Overrides
 from waitroom.routing import covers
-from waitroom.store import Clock, MemoryStore, Overloaded, Store, StoreError
+from waitroom.store import Clock, MemoryStore, Overloaded, Store
 from waitroom.store.base import RateCheck, RateResult
-
-log = logging.getLogger(__name__)
 
 OVER_LIMIT_CACHE_SIZE = 100_000
 """Clients remembered as over their limit; past this, expired entries are dropped first."""
@@ -56,6 +54,19 @@ class RequestFacts:
     """Seconds the request already spent in the proxy before this decision."""
 
 
+class Fallback(str):
+    """A rule whose key came from its `fallback`, and why (`missing`, or a JWT's reason). Its text
+    is `rule:reason`, as the decision log and recorded flows carry it."""
+
+    rule: str
+    reason: str
+
+    def __new__(cls, rule: str, reason: str) -> Fallback:
+        self = super().__new__(cls, f"{rule}:{reason}")
+        self.rule, self.reason = rule, reason
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class LimitDecision:
     outcome: LimitOutcome
@@ -65,13 +76,22 @@ class LimitDecision:
     upstream: str | None = None
     delayed_for: float = 0.0
     shadow_limited: tuple[str, ...] = ()
-    fallbacks: tuple[str, ...] = field(default=())
+    fallbacks: tuple[Fallback, ...] = field(default=())
     """Rules whose key came from the fallback (e.g. a missing or invalid JWT), with the reason."""
     degraded: StoreErrorPolicy | None = None
     cached: bool = False
     """Refused from the local over-limit cache, without asking the store."""
     shed: str | None = None
     """Refused because the proxy was too busy to get the store's answer in time (see guard.py)."""
+
+    @property
+    def ends_request(self) -> bool:
+        """Refused, or sent to another upstream: the request goes no further (no room is asked)."""
+        if self.rule is None or self.result is None:
+            return False
+        return self.outcome is LimitOutcome.LIMITED or (
+            self.outcome is LimitOutcome.REROUTED and bool(self.upstream)
+        )
 
     @property
     def retry_after(self) -> int:
@@ -96,8 +116,6 @@ class RateLimiter:
         self.config = config
         self.sleep = sleep
         """How a `delay` action waits: real time live, the recorded clock's time in flow replay."""
-        self.live_replicas = live_replicas
-        """The ready replicas cluster discovery counts (None: unknown); see config.LiveReplicas."""
         self.rules = config.rate_limits
         self.store = store
         self.verifier = verifier
@@ -105,7 +123,8 @@ class RateLimiter:
         self.overrides = Overrides()
         """Set by the addon from the store (admin API changes); replaced whole, never mutated."""
         self._over: dict[tuple[str, str], float] = {}
-        self._local: MemoryStore | None = None
+        self.fallback = StoreFallback(config.store, clock, live_replicas)
+        """Decides by `store.on_error` while the store fails."""
 
     def set_overrides(self, overrides: Overrides) -> None:
         """New run-time limits: the over-limit cache was judged by the old ones."""
@@ -146,14 +165,17 @@ class RateLimiter:
         claim = self.verifier.claim(auth, name, self.clock())
         return claim.value, claim.reason
 
-    def checks(self, facts: RequestFacts) -> tuple[list[RateCheck], list[RateLimitConfig], list[str]]:
-        """The store's questions for every matching rule that has a key, and the fallbacks used."""
+    def checks(
+        self, facts: RequestFacts, matched: list[RateLimitConfig] | None = None
+    ) -> tuple[list[RateCheck], list[RateLimitConfig], list[Fallback]]:
+        """The store's questions for every matching rule (`matched`, else matched here) that has a
+        key, and the fallbacks used."""
         checks, rules, fallbacks = [], [], []
-        for rule in map(self.overrides.rule, self.matching(facts)):
+        for rule in map(self.overrides.rule, self.matching(facts) if matched is None else matched):
             identity, reason = self._identity(rule.key, facts)
             key_form = rule.key
             if identity is None and rule.fallback is not None:
-                fallbacks.append(f"{rule.name}:{reason}")
+                fallbacks.append(Fallback(rule.name, reason))
                 identity, _ = self._identity(rule.fallback, facts)
                 key_form = rule.fallback
             if identity is None:
@@ -172,8 +194,11 @@ class RateLimiter:
             rules.append(rule)
         return checks, rules, fallbacks
 
-    async def decide(self, facts: RequestFacts) -> LimitDecision:
-        checks, rules, fallbacks = self.checks(facts)
+    async def decide(
+        self, facts: RequestFacts, matched: list[RateLimitConfig] | None = None
+    ) -> LimitDecision:
+        """`matched`: the rules that match the request, when the caller classified it already."""
+        checks, rules, fallbacks = self.checks(facts, matched)
         if not checks:
             return LimitDecision(LimitOutcome.NONE, fallbacks=tuple(fallbacks))
         cached = self._cached_refusal(checks, rules)
@@ -187,11 +212,11 @@ class RateLimiter:
             return self._shed(checks, rules, fallbacks, e.reason)
         decision = self._judge(checks, rules, results, fallbacks, degraded)
         if decision.outcome is LimitOutcome.LIMITED and decision.rule and decision.rule.action == "delay":
-            return await self._delay(facts, decision)
+            return await self._delay(facts, decision, matched)
         return decision
 
     def _shed(
-        self, checks: list[RateCheck], rules: list[RateLimitConfig], fallbacks: list[str], reason: str
+        self, checks: list[RateCheck], rules: list[RateLimitConfig], fallbacks: list[Fallback], reason: str
     ) -> LimitDecision:
         """Saturated: no answer from the shared window in time, so the first enforcing rule refuses
         (a request is never let through uncounted). Shadow rules alone never refuse."""
@@ -230,30 +255,26 @@ class RateLimiter:
         self._over[(check.rule, check.key)] = self.clock() + result.reset_after
 
     async def _hit(self, checks: list[RateCheck]) -> tuple[list[RateResult], StoreErrorPolicy | None]:
-        try:
-            return await self.store.hit(checks), None
-        except StoreError as e:
-            policy = self.config.store.on_error
-            log.debug("store failed (%s); rate limits decided by on_error=%s", e, policy.value)
-        if policy is StoreErrorPolicy.OPEN:
-            return [RateResult(True, c.limit, 0.0) for c in checks], policy
-        if policy is StoreErrorPolicy.CLOSED:
-            return [RateResult(c.shadow, 0, c.per) for c in checks], policy
-        if self._local is None:
-            self._local = MemoryStore(self.clock)
-        replicas = self.config.store.local_replicas(self.live_replicas())
-        local = [
-            RateCheck(c.rule, c.key, c.algorithm, max(1, c.limit // replicas), c.per, c.burst, c.shadow)
-            for c in checks
-        ]
-        return await self._local.hit(local), policy
+        async def local(store: MemoryStore, replicas: int) -> list[RateResult]:
+            return await store.hit(
+                [dataclasses.replace(c, limit=max(1, c.limit // replicas)) for c in checks]
+            )
+
+        answer = await self.fallback.ask(
+            lambda: self.store.hit(checks),
+            open_=lambda: [RateResult(True, c.limit, 0.0) for c in checks],
+            closed=lambda: [RateResult(c.shadow, 0, c.per) for c in checks],
+            local=local,
+            what="rate limits",
+        )
+        return answer.value, answer.degraded
 
     def _judge(
         self,
         checks: list[RateCheck],
         rules: list[RateLimitConfig],
         results: list[RateResult],
-        fallbacks: list[str],
+        fallbacks: list[Fallback],
         degraded: StoreErrorPolicy | None,
     ) -> LimitDecision:
         shadow = tuple(c.rule for c, r in zip(checks, results, strict=True) if c.shadow and not r.allowed)
@@ -285,7 +306,7 @@ class RateLimiter:
         degraded: StoreErrorPolicy | None,
         *,
         cached: bool = False,
-        fallbacks: tuple[str, ...] = (),
+        fallbacks: tuple[Fallback, ...] = (),
     ) -> LimitDecision:
         if rule.action.startswith("upstream:"):
             return LimitDecision(
@@ -308,7 +329,9 @@ class RateLimiter:
             cached=cached,
         )
 
-    async def _delay(self, facts: RequestFacts, decision: LimitDecision) -> LimitDecision:
+    async def _delay(
+        self, facts: RequestFacts, decision: LimitDecision, matched: list[RateLimitConfig] | None
+    ) -> LimitDecision:
         """Hold the request until the rule would allow it, if that is within `max_delay`; then ask
         the store once more (others may have taken the slot meanwhile)."""
         rule, result = decision.rule, decision.result
@@ -316,7 +339,7 @@ class RateLimiter:
             return decision
         wait = result.reset_after
         await self.sleep(wait)  # bounded by max_delay, which the config caps at 30s
-        checks, rules, fallbacks = self.checks(facts)
+        checks, rules, fallbacks = self.checks(facts, matched)
         try:
             results, degraded = await self._hit(checks)
         except Overloaded as e:

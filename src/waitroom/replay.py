@@ -11,10 +11,18 @@ A line reads:  #003 GET /shop -> 503 room shop waiting [Retry-After: 1] [no cook
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from mitmproxy import http
+from mitmproxy import ctx, http
+
+if TYPE_CHECKING:
+    from waitroom.gate import Gate
+    from waitroom.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 METADATA_KEY = "waitroom"
 """flow.metadata[METADATA_KEY]: the proxy's decisions, saved with the flow (`mitmdump -w`)."""
@@ -125,3 +133,68 @@ class Summary:
             yield f"  room {room}: {outcome} {n}"
         for (rule, outcome), n in sorted(self.rules.items()):
             yield f"  rule {rule}: {outcome} {n}"
+
+
+class Replay:
+    """mitmproxy addon: with `waitroom_replay`, flows read from a file (`mitmdump -nr FILE`) are
+    decided by the gate as if they arrived live, each at its recorded time, with one line per flow
+    and a summary per room and rule at the end."""
+
+    def __init__(self, runtime: Runtime, gate: Gate) -> None:
+        self.runtime = runtime
+        self.gate = gate
+        self.summary = Summary()
+
+    def load(self, loader: object) -> None:
+        loader.add_option(  # type: ignore[attr-defined]
+            "waitroom_replay",
+            bool,
+            False,
+            """
+            Decide flows read from a file (mitmdump -nr FILE) as if they arrived live, each at its
+            recorded time, and print what every request would have got and a summary per room and
+            rule at the end. Set WAITROOM_SECRET as when the flows were recorded, so that recorded
+            session cookies verify.
+            """,
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        # Before the config loads (loader.py comes after this addon): the store depends on it.
+        if "waitroom_replay" in updated:
+            self.runtime.replay = bool(ctx.options.waitroom_replay)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        """A flow from a file: decide it at its recorded time, as if it were live. When the proxy
+        would have forwarded it, the recorded answer stands in for the upstream's."""
+        if flow.live or not self.runtime.replay:
+            return
+        recorded = flow.response
+        answered_by_proxy = proxy_answered(flow)
+        flow.response = None
+        flow.metadata.pop(METADATA_KEY, None)
+        clock = self.runtime.replay_clock
+        clock.set(flow.request.timestamp_start)
+        try:
+            await self.gate.decide(flow)
+        finally:
+            clock.base = None
+            if flow.response is None and recorded is not None:
+                if answered_by_proxy:  # forwarded now, answered by the proxy then: no upstream answer
+                    flow.response = not_recorded_answer()
+                else:
+                    strip_proxy_headers(recorded, self._cookie_prefix())
+                    flow.response = recorded
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if self.runtime.replay and not flow.live:
+            log.info("waitroom replay: %s", describe(self.summary.flows, flow, self._cookie_prefix()))
+            self.summary.add(flow)
+
+    def done(self) -> None:
+        if self.runtime.replay and self.summary.flows:
+            for line in self.summary.lines():
+                log.info("waitroom replay: %s", line)
+
+    def _cookie_prefix(self) -> str:
+        config = self.runtime.config
+        return config.session.cookie if config else "waitroom"

@@ -79,10 +79,6 @@ class Router:
         )
 
     @property
-    def has_rooms(self) -> bool:
-        return bool(self._rooms)
-
-    @property
     def uses_host(self) -> bool:
         return any(room.match.host is not None for room in self._rooms)
 

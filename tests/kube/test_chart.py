@@ -25,8 +25,7 @@ from tests.kube.helm import (
     render_error,
     values_files,
 )
-from waitroom.addon import compile_config
-from waitroom.config import Config
+from waitroom.config import Config, compile_config
 
 FULLNAME = f"{RELEASE}-waitroom"
 FILES = values_files()

@@ -14,7 +14,7 @@ Keys are `<key_prefix>:{room:<name>}:log|blocked`; the hash tag keeps a room's k
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -44,6 +44,17 @@ CLIENT_TIMEOUT = 2.0
 """The least socket timeout given to the Redis clients (see for_url)."""
 
 _ALGORITHM_CODES = {"sliding_window": "w", "sliding_log": "l", "gcra": "g"}
+
+
+@contextlib.contextmanager
+def redis_errors() -> Iterator[None]:
+    """The one place a Redis failure becomes a StoreError: the client's own error or a socket's,
+    named by type only (its message may hold a key or an address). The original stays the cause,
+    which is how guard.py tells whether the store may have done the call (StoreError.maybe_done)."""
+    try:
+        yield
+    except (RedisError, OSError) as e:
+        raise StoreError(f"redis: {type(e).__name__}") from e
 
 
 def load_lua(name: str) -> str:
@@ -166,10 +177,8 @@ class RedisStore:
             session_id,
             self._now_arg(),
         ]
-        try:
+        with redis_errors():
             reply = await self._admit(keys=self.room_keys(room.name), args=args)
-        except (RedisError, OSError) as e:
-            raise StoreError(f"redis: {type(e).__name__}") from e
         admitted, blocked_until, started, now = reply
         return Admission(bool(admitted), blocked_until / MICROS, bool(started), now / MICROS)
 
@@ -177,10 +186,8 @@ class RedisStore:
         args: list[str | int] = [round(room.window * MICROS), round(now * MICROS), self._now_arg()]
         for session_id, at in admissions:
             args += [session_id, round(at * MICROS)]
-        try:
+        with redis_errors():
             await self._room_record(keys=self.room_keys(room.name)[:1], args=args)
-        except (RedisError, OSError) as e:
-            raise StoreError(f"redis: {type(e).__name__}") from e
 
     def rate_key(self, check: RateCheck) -> str:
         return f"{self._prefix}:{{rl:{check.rule}:{check.key}}}:{_ALGORITHM_CODES[check.algorithm]}"
@@ -221,10 +228,8 @@ class RedisStore:
                 c.burst or 0,
                 int(c.shadow),
             ]
-        try:
+        with redis_errors():
             reply = await self._rate_limit(keys=[self.rate_key(c) for c in checks], args=args)
-        except (RedisError, OSError) as e:
-            raise StoreError(f"redis: {type(e).__name__}") from e
         return [
             RateResult(bool(reply[i]), int(reply[i + 1]), reply[i + 2] / MICROS)
             for i in range(0, len(reply), 3)
@@ -232,29 +237,23 @@ class RedisStore:
 
     async def room_state(self, room: RoomPolicy) -> RoomState:
         args = [round(room.window * MICROS), self._now_arg()]
-        try:
+        with redis_errors():
             in_window, blocked = await self._room_state(keys=self.room_keys(room.name), args=args)
-        except (RedisError, OSError) as e:
-            raise StoreError(f"redis: {type(e).__name__}") from e
         return RoomState(int(in_window), blocked / MICROS)
 
     async def unblock(self, room: str) -> bool:
-        try:
+        with redis_errors():
             return bool(await self._client.delete(self.room_keys(room)[1]))
-        except (RedisError, OSError) as e:
-            raise StoreError(f"redis: {type(e).__name__}") from e
 
     async def overrides(self) -> dict[str, str]:
-        try:
+        with redis_errors():
             raw = await self._client.hgetall(self.overrides_key)
-        except (RedisError, OSError) as e:
-            raise StoreError(f"redis: {type(e).__name__}") from e
         return {_text(k): _text(v) for k, v in raw.items()}
 
     async def set_overrides(self, changes: dict[str, str | None]) -> None:
         updates = {k: v for k, v in changes.items() if v is not None}
         removals = [k for k, v in changes.items() if v is None]
-        try:
+        with redis_errors():
             # One key, so one slot: a transaction applies every change at once, also on a Cluster.
             async with self._client.pipeline(transaction=True) as pipe:
                 if updates:
@@ -262,8 +261,6 @@ class RedisStore:
                 if removals:
                     pipe.hdel(self.overrides_key, *removals)
                 await pipe.execute()
-        except (RedisError, OSError) as e:
-            raise StoreError(f"redis: {type(e).__name__}") from e
 
     async def warm(self) -> None:
         """Connect and load the scripts before the first visitor needs them (a replica that starts
@@ -274,10 +271,8 @@ class RedisStore:
             await self.ping()
 
     async def ping(self) -> bool:
-        try:
+        with redis_errors():
             return bool(await self._client.ping())
-        except (RedisError, OSError) as e:
-            raise StoreError(f"redis: {type(e).__name__}") from e
 
     async def close(self) -> None:
         # Closing the connections to a Redis that is gone is not an error worth reporting.

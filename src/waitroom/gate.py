@@ -1,0 +1,206 @@
+"""The request path, in one pass (a mitmproxy addon):
+
+    judge → classify → rate limits → room → act → count and log
+
+judge: the host and path decided on are the ones forwarded (act.judge); classify: bypass, room and
+matching rules, once, into one `Classified`; decide the rate limits, then (unless they refused or
+rerouted) the room; act once (act.act); the metrics and the decision-log entry are written once
+(record.py). A request is decided on its headers, before any body is read (early.py); an exception
+while deciding is never a free pass: it is answered closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mitmproxy import http
+
+from waitroom import early, record
+from waitroom.act import (
+    EXTRA_HEADERS_KEY,
+    SET_COOKIE_KEY,
+    act,
+    add_headers,
+    cookie_reader,
+    judge,
+    peer,
+    to_response,
+)
+from waitroom.bounds import ConnectionBounds
+from waitroom.config import RateLimitConfig
+from waitroom.decide import Decision
+from waitroom.limits import LimitDecision, RequestFacts
+from waitroom.metrics import METRICS
+from waitroom.responses import limited_answer, problem_answer, wait_answer
+from waitroom.routing import Route
+from waitroom.runtime import Loaded, Runtime
+from waitroom.target import Refused
+
+log = logging.getLogger(__name__)
+
+_DECIDED_KEY = "waitroom.decided"
+ERROR_LOG_INTERVAL = 10.0
+"""At most one log line per this many seconds about decisions that raised (the metric counts all)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """What a request is, found once: its room (or bypass) and the rate-limit rules that match it."""
+
+    route: Route
+    rules: list[RateLimitConfig]
+
+
+def classify(loaded: Loaded, facts: RequestFacts) -> Classified:
+    return Classified(loaded.decider.router.route(facts.host, facts.path), loaded.limiter.matching(facts))
+
+
+class Gate:
+    def __init__(self, runtime: Runtime, bounds: ConnectionBounds) -> None:
+        self.runtime = runtime
+        self.bounds = bounds
+        self._errors = ErrorLog()
+
+    def load(self, loader: object) -> None:
+        # The wait answer and 429s go out without reading a request body (see early.py).
+        early.install()
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Decide on the request headers, before any body is read: a visitor who waits, or a
+        client over its limit, is answered without uploading a body (see early.py)."""
+        if not flow.live:
+            return  # flows read from a file are decided in `request` (replay.py)
+        self.bounds.headers_complete(flow)
+        if flow.response or flow.error:
+            return
+        await self.decide(flow)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if not flow.live or flow.response or flow.error or flow.metadata.get(_DECIDED_KEY):
+            return  # from a file (replay.py), or decided on its headers already
+        await self.decide(flow)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        add_headers(flow)
+
+    async def decide(self, flow: http.HTTPFlow) -> None:
+        """The whole request path, top to bottom."""
+        loaded = self.runtime.loaded
+        if loaded is None:  # only between a failed start and the exit it causes
+            early.answer_now(flow, http.Response.make(503, b"waitroom is not configured\n"))
+            return
+        flow.metadata[_DECIDED_KEY] = True
+        req = flow.request
+        # Time spent in the proxy before this decision (a saturated loop queues requests); a flow
+        # from a file was not waiting.
+        arrived = req.timestamp_end or req.timestamp_start  # the whole request, or its headers
+        waited = max(0.0, time.time() - arrived) if flow.live else 0.0
+        try:
+            host, path = judge(flow, loaded, self.bounds.max_header_bytes)
+        except Refused as e:
+            METRICS.refused_requests.labels(e.kind).inc()
+            early.answer_now(flow, to_response(problem_answer(e.status, e.reason)))
+            return
+        except Exception as e:  # a bug: nothing is known about the request, so refuse it
+            self._fail_closed(flow, loaded, None, e)
+            return
+        facts = RequestFacts(host, path, req.method, peer(flow), req.headers.get, waited)
+        found: Classified | None = None
+        limit: LimitDecision | None = None
+        decision: Decision | None = None
+        room_stage = False
+        try:
+            found = classify(loaded, facts)
+            if found.route.bypass:
+                METRICS.bypassed.inc()
+                return
+            if loaded.limiter.rules:
+                started = time.perf_counter()
+                limit = await loaded.limiter.decide(facts, found.rules)
+                record.count_limit(limit, time.perf_counter() - started)
+                record.save_limit(flow, limit, path)
+            # A refused or rerouted request spends no room admission; CORS preflights carry no
+            # cookies: queueing them would break the real request.
+            if (limit is None or not limit.ends_request) and req.method != "OPTIONS" and found.route.room:
+                room_stage = True
+                started = time.perf_counter()
+                decision = await loaded.decider.decide(host, path, cookie_reader(req), waited, found.route)
+                record.count_room(decision, time.perf_counter() - started)
+                record.save_room(flow, decision)
+            act(flow, loaded, limit, decision)
+        except Exception as e:  # a bug must never be a free pass, nor a traceback per request
+            self._fail_closed(flow, loaded, found, e, room_stage=room_stage)
+        finally:
+            record.log_decision(flow, loaded.config.decision_log, path, limit, decision)
+
+    def _fail_closed(
+        self,
+        flow: http.HTTPFlow,
+        loaded: Loaded,
+        found: Classified | None,
+        error: Exception,
+        *,
+        room_stage: bool = False,
+    ) -> None:
+        """Answer a request whose decision raised: the refusal of the rule it fell under (while
+        the rate limits were being decided), else the wait answer of the room it is in, else 503.
+        Never forwarded."""
+        METRICS.decision_errors.inc()
+        req = flow.request
+        self._errors.report(error, req.method)
+        flow.metadata.pop(SET_COOKIE_KEY, None)
+        flow.metadata.pop(EXTRA_HEADERS_KEY, None)
+        answer = problem_answer(503, "the request could not be decided; try again", retry_after=1)
+        try:
+            if found is not None:
+                enforcing = [] if room_stage else [r for r in found.rules if not r.shadow]
+                room = found.route.room
+                if enforcing:
+                    rule = enforcing[0]
+                    retry = max(1, math.ceil(rule.per))
+                    answer = limited_answer(rule=rule.name, limit=rule.limit, per=rule.per, retry_after=retry)
+                elif room is not None:
+                    answer = wait_answer(
+                        template=loaded.templates[room.name],
+                        room=room.name,
+                        status=room.status,
+                        retry_after=room.retry_after_seconds,
+                        blocked_for=0.0,
+                        accept=req.headers.get("Accept", ""),
+                    )
+        except Exception:  # the fallback's own trouble: the plain 503 stands
+            pass
+        early.answer_now(flow, to_response(answer))
+
+
+class ErrorLog:
+    """One line per ERROR_LOG_INTERVAL about decisions that raised, with how many were not logged;
+    the exception's type and where it was raised, never its message (it may hold header values)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._next = 0.0
+        self._suppressed = 0
+
+    def report(self, error: BaseException, method: str) -> None:
+        now = self._clock()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+        more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
+        log.error(
+            "waitroom: a decision failed with %s at %s; answered closed (%s request)%s",
+            type(error).__name__,
+            where,
+            method if method in record.METHODS else "other",
+            more,
+        )
+        self._next, self._suppressed = now + ERROR_LOG_INTERVAL, 0
