@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,15 +18,12 @@ from enum import StrEnum
 from waitroom.claims import ClaimVerifier
 from waitroom.config import Config, LiveReplicas, RateLimitConfig, StoreErrorPolicy, unknown_replicas
 from waitroom.fallback import StoreFallback
-from waitroom.identity import client_ip
 from waitroom.metrics import METRICS
 from waitroom.overrides import Overrides
+from waitroom.ratekeys import KeyReader, OverLimitCache, key_hash
 from waitroom.routing import covers
 from waitroom.store import Clock, MemoryStore, Overloaded, Store
 from waitroom.store.base import RateCheck, RateResult
-
-OVER_LIMIT_CACHE_SIZE = 100_000
-"""Clients remembered as over their limit; past this, expired entries are dropped first."""
 
 
 class LimitOutcome(StrEnum):
@@ -98,11 +94,6 @@ class LimitDecision:
         return max(1, math.ceil(self.result.reset_after)) if self.result else 1
 
 
-def _hash(value: str) -> str:
-    # Header values that were not UTF-8 arrive with surrogate escapes: any str must hash.
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-
-
 class RateLimiter:
     def __init__(
         self,
@@ -120,9 +111,10 @@ class RateLimiter:
         self.store = store
         self.verifier = verifier
         self.clock = clock
+        self.keys = KeyReader(config, verifier, clock)
         self.overrides = Overrides()
         """Set by the addon from the store (admin API changes); replaced whole, never mutated."""
-        self._over: dict[tuple[str, str], float] = {}
+        self._over = OverLimitCache(clock)
         self.fallback = StoreFallback(config.store, clock, live_replicas)
         """Decides by `store.on_error` while the store fails."""
 
@@ -141,30 +133,6 @@ class RateLimiter:
             and (rule.match.methods is None or facts.method in rule.match.methods)
         ]
 
-    def _identity(self, key: str, facts: RequestFacts) -> tuple[str | None, str]:
-        """(identity, reason): None when this key form has no value for the request."""
-        if key == "global":
-            return "*", "ok"
-        if key == "ip":
-            ip = client_ip(
-                self.config.client_ip,
-                peer=facts.peer,
-                forwarded_for=facts.header("X-Forwarded-For"),
-                header_value=facts.header(self.config.client_ip.header)
-                if self.config.client_ip.header
-                else None,
-            )
-            return ip, "ok"
-        kind, _, name = key.partition(":")
-        if kind == "header":
-            value = (facts.header(name) or "").strip()
-            return (value or None), ("ok" if value else "missing")
-        if self.verifier is None:
-            return None, "no_jwt_config"
-        auth = facts.header(self.verifier.config.header)
-        claim = self.verifier.claim(auth, name, self.clock())
-        return claim.value, claim.reason
-
     def checks(
         self, facts: RequestFacts, matched: list[RateLimitConfig] | None = None
     ) -> tuple[list[RateCheck], list[RateLimitConfig], list[Fallback]]:
@@ -172,18 +140,18 @@ class RateLimiter:
         key, and the fallbacks used."""
         checks, rules, fallbacks = [], [], []
         for rule in map(self.overrides.rule, self.matching(facts) if matched is None else matched):
-            identity, reason = self._identity(rule.key, facts)
+            identity, reason = self.keys.identity(rule.key, facts)
             key_form = rule.key
             if identity is None and rule.fallback is not None:
                 fallbacks.append(Fallback(rule.name, reason))
-                identity, _ = self._identity(rule.fallback, facts)
+                identity, _ = self.keys.identity(rule.fallback, facts)
                 key_form = rule.fallback
             if identity is None:
                 continue  # no key and no fallback: the rule does not apply to this request
             checks.append(
                 RateCheck(
                     rule=rule.name,
-                    key=_hash(f"{key_form}={identity}"),
+                    key=key_hash(f"{key_form}={identity}"),
                     algorithm=rule.algorithm,
                     limit=rule.limit,
                     per=rule.per,
@@ -230,29 +198,16 @@ class RateLimiter:
         return LimitDecision(LimitOutcome.ALLOWED, fallbacks=tuple(fallbacks), shed=reason)
 
     def _cached_refusal(self, checks: list[RateCheck], rules: list[RateLimitConfig]) -> LimitDecision | None:
-        now = self.clock()
         for check, rule in zip(checks, rules, strict=True):
             if check.shadow:
                 continue
-            until = self._over.get((check.rule, check.key))
-            if until is None:
+            result = self._over.refused(check)
+            if result is None:
                 continue
-            if until <= now:
-                del self._over[(check.rule, check.key)]
-                continue
-            result = RateResult(False, 0, until - now)
             if rule.action == "delay":
                 return None  # a delayed request needs the store's word after its wait
             return self._refusal(rule, result, (), None, cached=True)
         return None
-
-    def _remember_over(self, check: RateCheck, result: RateResult) -> None:
-        if len(self._over) >= OVER_LIMIT_CACHE_SIZE:
-            now = self.clock()
-            self._over = {k: v for k, v in self._over.items() if v > now}
-            if len(self._over) >= OVER_LIMIT_CACHE_SIZE:
-                self._over.clear()
-        self._over[(check.rule, check.key)] = self.clock() + result.reset_after
 
     async def _hit(self, checks: list[RateCheck]) -> tuple[list[RateResult], StoreErrorPolicy | None]:
         async def local(store: MemoryStore, replicas: int) -> list[RateResult]:
@@ -281,7 +236,7 @@ class RateLimiter:
         for check, rule, result in zip(checks, rules, results, strict=True):
             if not result.allowed and not check.shadow:
                 if rule.action != "delay":
-                    self._remember_over(check, result)
+                    self._over.remember(check, result)
                 return self._refusal(rule, result, shadow, degraded, fallbacks=tuple(fallbacks))
         # Allowed: the headers describe the enforcing rule closest to its limit.
         enforcing = [(r, res) for c, r, res in zip(checks, rules, results, strict=True) if not c.shadow]
