@@ -354,8 +354,8 @@ class DecisionLogConfig(_Model):
     format: Literal["off", "json"] = "off"
     """With `json`, one JSON line per sampled decision on the log (never cookies, tokens or queries)."""
     sample: float = Field(0.01, gt=0, le=1)
-    """The share of decisions logged, more than 0 and at most 1 (waiting and limited answers included
-    at the same rate)."""
+    """The share of requests logged, one draw per request (its rule and room together), more than 0
+    and at most 1 (waiting and limited answers included at the same rate)."""
 
 
 class Config(_Model):

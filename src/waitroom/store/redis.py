@@ -1,6 +1,6 @@
 """The Redis store: every replica sees one exact window.
 
-URL forms (see the README's store reference):
+URL forms (see docs/stores.md):
 - `redis://[[user]:password@]host[:port][/db]` and `rediss://...` (TLS)
 - `redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]` — the password is the
   data node's; `?sentinel_password=...` authenticates to the sentinels
@@ -199,7 +199,7 @@ class RedisStore:
         if self._cluster:
             # A script may touch one Cluster slot only. Rules whose keys live in different slots
             # are decided one slot after another; a refusal in a later slot does not undo the
-            # charges of an earlier one (the README says so).
+            # charges of an earlier one (docs/rate-limits.md says so).
             by_slot: dict[int, list[int]] = {}
             for i, check in enumerate(checks):
                 by_slot.setdefault(key_slot(self.rate_key(check).encode()), []).append(i)
