@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from waitroom.store import StoreError
 from waitroom.store.guard import _maybe_done
+from waitroom.store.pipelined import ConnectionLost
 from waitroom.store.redis import redis_errors
 
 
@@ -22,7 +22,7 @@ def test_a_redis_or_socket_error_becomes_a_store_error_named_by_type(error: Exce
 
 def test_the_cause_still_tells_whether_the_call_may_have_run() -> None:
     with pytest.raises(StoreError) as caught, redis_errors():
-        raise RedisConnectionError("connection lost while reading")
+        raise ConnectionLost("connection lost while reading")
     assert _maybe_done(caught.value)
     with pytest.raises(StoreError) as refused, redis_errors():
         raise ConnectionRefusedError(111, "refused")

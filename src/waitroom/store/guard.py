@@ -41,6 +41,7 @@ from waitroom.store.base import (
     Store,
     StoreError,
 )
+from waitroom.store.pipelined import ConnectionLost
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def _maybe_done(error: BaseException) -> bool:
     """Could the store have carried out a call that failed this way? Yes after a timeout or a
     connection lost while waiting; no when it refused the connection or answered with an error."""
     while error is not None:
-        if isinstance(error, TimeoutError) or "connection lost" in str(error):
+        if isinstance(error, TimeoutError | ConnectionLost):
             return True
         error = error.__cause__  # type: ignore[assignment]
     return False

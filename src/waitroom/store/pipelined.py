@@ -25,6 +25,12 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
+
+class ConnectionLost(RedisConnectionError):
+    """The connection closed while commands were waiting for their replies: Redis may have carried
+    them out (unlike a connection that could not be made, where nothing was sent)."""
+
+
 STALE = 5.0
 """Seconds an unanswered command may wait before the connection is presumed dead and replaced."""
 
@@ -64,7 +70,7 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = RedisConnectionError(f"connection lost: {exc or 'closed by the server'}")
+        self.lost = ConnectionLost(f"connection lost: {exc or 'closed by the server'}")
         while self.waiting:
             future, _ = self.waiting.popleft()
             if not future.done():
