@@ -95,7 +95,10 @@ def _room(flow: http.HTTPFlow, loaded: Loaded, decision: Decision) -> None:
     req = flow.request
     cookie, max_age = decision.cookie, loaded.decider.codec.ttl
     if cookie is None and decision.pending is not None:
-        cookie, max_age = decision.pending, max(1, int(room.window))
+        # A pending token lives as long as a recorded admission can be in the window; a ticket as
+        # long as the line can hold it (it is renewed with every answer while the visitor waits).
+        hold = room.abandon_after_seconds + room.grace_seconds if room.queue == "fifo" else room.window
+        cookie, max_age = decision.pending, max(1, int(hold))
     if cookie is not None:
         secure = {"true": True, "false": False}.get(loaded.config.session.secure)
         if secure is None:
@@ -113,6 +116,7 @@ def _room(flow: http.HTTPFlow, loaded: Loaded, decision: Decision) -> None:
             retry_after=room.retry_after_seconds,
             blocked_for=decision.blocked_for,
             accept=req.headers.get("Accept", ""),
+            place=decision.place,
         )
         early.answer_now(flow, to_response(answer))
     elif req.method == "GET" and POLL_HEADER in req.headers:

@@ -44,6 +44,7 @@ from waitroom.overrides import (
     room_key,
     rule_key,
 )
+from waitroom.queue import newcomer_wait, queue_policy
 from waitroom.store import Overloaded, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,12 @@ async def refresh_live_metrics(operated: Operated) -> None:
             METRICS.room_window_admissions.labels(name).set(_number(view["in_window"]))
             METRICS.room_block_remaining.labels(name).set(blocked_for)
             METRICS.room_blocked.labels(name).set(1 if blocked_for > 0 or view["mode"] == "queue-all" else 0)
+            METRICS.room_admissions_per_minute.labels(name).set(_number(view["admissions_per_minute"]))
+            line = view.get("queue")
+            if isinstance(line, dict):
+                METRICS.queue_length.labels(name).set(_number(line["length"]))
+                METRICS.queue_oldest_wait.labels(name).set(_number(line["oldest_wait"]))
+                METRICS.queue_eta.labels(name).set(_number(line["eta_seconds"]))
 
 
 def _no_constant(name: str) -> object:
@@ -252,9 +259,24 @@ async def room_views(operated: Operated, only: str | None = None) -> list[dict[s
         view["store"] = "ok"
         view["in_window"] = state.in_window
         view["blocked_for"] = round(state.blocked_for, 3)
+        view["admissions_per_minute"] = round(state.in_window * 60 / effective.window, 1)
+        if effective.queue == "fifo":
+            view["queue"] = await read_line(store, effective)
 
     await asyncio.gather(*(read(room, view) for room, view in zip(rooms, views, strict=True)))
     return views
+
+
+async def read_line(store: Store, room: RoomConfig) -> dict[str, object]:
+    """A fifo room's line, as the admin API and `waitroom status` show it."""
+    async with asyncio.timeout(READ_TIMEOUT):
+        line = await store.queue_state(queue_policy(room))
+    return {
+        "length": line.length,
+        "called": line.called,
+        "oldest_wait": round(line.oldest_wait, 1),
+        "eta_seconds": newcomer_wait(line, room),
+    }
 
 
 def _room_view(room: RoomConfig, overrides: Overrides) -> dict[str, object]:
@@ -263,6 +285,7 @@ def _room_view(room: RoomConfig, overrides: Overrides) -> dict[str, object]:
         "name": room.name,
         "match": {"path_prefix": room.match.path_prefix, "host": room.match.host},
         "mode": overrides.room_mode(room.name).value,
+        "order": room.queue,
         "new_sessions": effective.new_sessions,
         "window": format_duration(room.window),
         "block_for": format_duration(effective.block_for),

@@ -181,10 +181,22 @@ def render_rooms(rooms: Sequence[dict[str, Any]]) -> str:
                 room.get("in_window"),
                 format_duration(blocked) if isinstance(blocked, int | float) and blocked > 0 else "no",
                 room["block_for"],
+                _line(room),
                 room.get("store"),
             ]
         )
-    return table(["ROOM", "MATCH", "MODE", "LIMIT", "IN WINDOW", "BLOCKED", "BLOCK FOR", "STORE"], rows)
+    headers = ["ROOM", "MATCH", "MODE", "LIMIT", "IN WINDOW", "BLOCKED", "BLOCK FOR", "LINE", "STORE"]
+    return table(headers, rows)
+
+
+def _line(room: dict[str, Any]) -> str:
+    """A fifo room's line: who waits, and the wait a newcomer would be told."""
+    line = room.get("queue")
+    if room.get("order") != "fifo":
+        return "-"
+    if not isinstance(line, dict):
+        return "?"
+    return f"{line['length']} waiting, eta {line['eta_seconds']}s"
 
 
 def render_rules(rules: Sequence[dict[str, Any]]) -> str:

@@ -225,6 +225,20 @@ class RoomConfig(_Model):
     """Status of the wait answer."""
     template: Path | None = None
     """A custom wait-page template, relative to the config file."""
+    queue: Literal["block", "fifo"] = "block"
+    """The order in which waiting visitors get in. `block` (the default, as in earlier versions): a
+    full window blocks the room for `block_for`, and whoever asks first after a place frees up gets
+    it; waiting costs no store call during the block, the cheapest answer to a flood. `fifo`: a
+    visitor who cannot enter at once gets a ticket and places are given in ticket order, with a
+    position and an estimated wait on the page; each poll of a waiting visitor is one store call.
+    `block_for` does not apply to `fifo` (the line itself holds newcomers back)."""
+    abandon_after: Duration | None = Field(None, le=86400)
+    """`fifo`: a ticket whose holder has not polled for this long is dropped and the line moves on
+    (default: 4 × `retry_after`, at least 10s). At least 1.5 × `retry_after`, since the page polls
+    up to 1.3 × `retry_after` apart."""
+    grace: Duration | None = Field(None, le=86400)
+    """`fifo`: how long a visitor whose turn has come keeps the place before it goes to the next in
+    line (default: 2 × `retry_after`, at least 5s). At least 1.5 × `retry_after`."""
 
     @field_validator("window", "retry_after")
     @classmethod
@@ -233,10 +247,30 @@ class RoomConfig(_Model):
             raise ValueError("must be at least 1s")
         return seconds
 
+    @model_validator(mode="after")
+    def _polls_fit(self) -> Self:
+        # A waiting page polls every retry_after ± 30 %: a shorter hold would drop visitors who do
+        # everything right.
+        for name in ("abandon_after", "grace"):
+            value = getattr(self, name)
+            if value is not None and value < 1.5 * self.retry_after:
+                raise ValueError(
+                    f"{name} ({value:g}s) must be at least 1.5 × retry_after ({1.5 * self.retry_after:g}s)"
+                )
+        return self
+
     @property
     def retry_after_seconds(self) -> int:
         """`Retry-After` carries whole seconds."""
         return max(1, math.ceil(self.retry_after))
+
+    @property
+    def abandon_after_seconds(self) -> float:
+        return self.abandon_after if self.abandon_after is not None else max(10.0, 4 * self.retry_after)
+
+    @property
+    def grace_seconds(self) -> float:
+        return self.grace if self.grace is not None else max(5.0, 2 * self.retry_after)
 
 
 class RateLimitMatch(Match):

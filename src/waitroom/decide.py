@@ -16,6 +16,8 @@ from waitroom.config import Config, LiveReplicas, RoomConfig, StoreErrorPolicy, 
 from waitroom.fallback import StoreFallback
 from waitroom.metrics import METRICS
 from waitroom.overrides import Overrides, RoomMode
+from waitroom.queue import Line
+from waitroom.responses import Place
 from waitroom.routing import Route, Router
 from waitroom.sessions import SessionCodec, new_session_id
 from waitroom.store import Admission, Clock, MemoryStore, Overloaded, RoomPolicy, Store
@@ -48,8 +50,11 @@ class Decision:
     shed: str | None = None
     """Set when the proxy was too busy to get the store's answer in time: the reason (see guard.py)."""
     pending: str | None = None
-    """A pending token to send in Set-Cookie with a wait answer: the store may have admitted this
-    visitor although its answer was lost, and the next request asks again with the same id."""
+    """A pending token (or, in a `fifo` room, a ticket) to send in Set-Cookie with a wait answer:
+    the store may have admitted this visitor although its answer was lost, and the next request
+    asks again with the same id."""
+    place: Place | None = None
+    """A `fifo` room: where the waiting visitor stands in the line, when the store could tell."""
 
 
 def cookie_name(config: Config, room: RoomConfig) -> str:
@@ -85,8 +90,9 @@ class Decider:
         """The run-time settings (admin API changes); see set_overrides."""
         self.fallback = StoreFallback(config.store, clock, live_replicas)
         """Decides by `store.on_error` while the store fails."""
-        self._unsynced: set[str] = set()
-        """Rooms with local admissions the shared window has not been told of yet."""
+        self.sync = LocalSync(store, self.fallback, clock)
+        self.line = Line(config, store, codec, clock, self.sync)
+        """The `fifo` rooms' decisions."""
 
     def set_overrides(self, overrides: Overrides) -> None:
         """New run-time settings, replaced whole (never mutated); the limiter takes them alike."""
@@ -121,6 +127,8 @@ class Decider:
             return Decision(Outcome.SESSION, room, cookie=self.codec.renew(session, now)[1])
 
         mode = self.overrides.room_mode(room.name)
+        if room.queue == "fifo" and mode is not RoomMode.OPEN:
+            return await self._line(room, tokens, mode, waited, now)
         if mode is RoomMode.QUEUE_ALL:  # an operator holds every new visitor: no store call
             return Decision(Outcome.WAITING, room)
         # A visitor whose earlier ask may have been recorded asks again under the same id: the
@@ -158,6 +166,24 @@ class Decider:
             pending=self._pending(room, session_id) if maybe_done else None,
         )
 
+    async def _line(
+        self, room: RoomConfig, tokens: Sequence[str], mode: RoomMode, waited: float, now: float
+    ) -> Decision:
+        asked = await self.line.ask(
+            self.overrides.room(room), tokens, hold=mode is RoomMode.QUEUE_ALL, waited=waited
+        )
+        if asked.admitted:
+            cookie = self.codec.issue(room.name, asked.session_id, now)[1]
+            return Decision(Outcome.ADMITTED, room, cookie=cookie, degraded=asked.degraded)
+        return Decision(
+            Outcome.WAITING,
+            room,
+            degraded=asked.degraded,
+            shed=asked.shed,
+            pending=asked.ticket,
+            place=asked.place,
+        )
+
     def _pending(self, room: RoomConfig, session_id: str) -> str:
         # Alive as long as a recorded admission can still be in the window.
         return self.codec.issue_pending(room.name, session_id, self.clock(), room.window)
@@ -171,8 +197,7 @@ class Decider:
         async def shared() -> Admission:
             # A remote store comes wrapped in a GuardedStore (store/guard.py): every call bounded by
             # store.timeout, and failing at once while its circuit is open.
-            if room.name in self._unsynced:
-                await self._sync(room)
+            await self.sync.before_shared(room)
             return await self.store.admit(room_policy(room), session_id)
 
         def closed() -> Admission:
@@ -182,7 +207,7 @@ class Decider:
         async def local(store: MemoryStore, replicas: int) -> Admission:
             admission = await store.admit(room_policy(room, replicas), session_id)
             if admission.admitted:
-                self._unsynced.add(room.name)
+                self.sync.admitted_locally(room.name)
             return admission
 
         answer = await self.fallback.ask(
@@ -194,9 +219,25 @@ class Decider:
         )
         return answer.value, answer.degraded, answer.maybe_done
 
-    async def _sync(self, room: RoomConfig) -> None:
-        """The store is back: what this replica admitted on its own while it was away joins the
-        shared window first, so the limit holds across the outage (StoreError if it fails again)."""
+
+class LocalSync:
+    """Rooms with admissions the `local` policy made while the store failed, which the shared
+    window has not been told of yet; told before the room's next shared decision, so the limit
+    holds across the outage (`block` and `fifo` rooms alike: both count in the window's log)."""
+
+    def __init__(self, store: Store, fallback: StoreFallback, clock: Clock) -> None:
+        self.store = store
+        self.fallback = fallback
+        self.clock = clock
+        self._unsynced: set[str] = set()
+
+    def admitted_locally(self, room: str) -> None:
+        self._unsynced.add(room)
+
+    async def before_shared(self, room: RoomConfig) -> None:
+        """Raises StoreError if the store fails again (the policy then decides, as for the call)."""
+        if room.name not in self._unsynced:
+            return
         assert self.fallback.local is not None
         admissions = self.fallback.local.room_admissions(room.name)
         if admissions:

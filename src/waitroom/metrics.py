@@ -155,6 +155,30 @@ class Metrics:
             ["room"],
             registry=registry,
         )
+        self.queue_length = Gauge(
+            "waitroom_queue_length",
+            "A fifo room: visitors waiting in line with a live ticket (all replicas, with a shared store).",
+            ["room"],
+            registry=registry,
+        )
+        self.queue_oldest_wait = Gauge(
+            "waitroom_queue_oldest_wait_seconds",
+            "A fifo room: seconds the first visitor in line has waited.",
+            ["room"],
+            registry=registry,
+        )
+        self.queue_eta = Gauge(
+            "waitroom_queue_eta_seconds",
+            "A fifo room: the estimated wait a visitor arriving now is shown (0: a place at once).",
+            ["room"],
+            registry=registry,
+        )
+        self.room_admissions_per_minute = Gauge(
+            "waitroom_room_admissions_per_minute",
+            "New visitors admitted per minute, measured over the room's window ending now.",
+            ["room"],
+            registry=registry,
+        )
         self.room_new_sessions_limit = Gauge(
             "waitroom_room_new_sessions_limit",
             "The room's limit of new visitors per window in force (config or admin override).",

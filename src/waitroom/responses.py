@@ -3,7 +3,8 @@
 Pure functions over plain values; the addon turns an Answer into a mitmproxy response.
 Templates use `{{ name }}` placeholders, checked when the config loads:
 `room` (HTML-escaped), `retry_after` and `status` (numbers), `data` (JSON for the page's script,
-safe inside `<script>`).
+safe inside `<script>`), and in a `fifo` room `position`, `queue_length` and `eta_seconds` (numbers;
+empty in a `block` room, or when the store could not tell).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "static" / "waitroom.html"
 MAX_TEMPLATE_BYTES = 64 * 1024
-TEMPLATE_VARIABLES = frozenset({"room", "retry_after", "status", "data"})
+TEMPLATE_VARIABLES = frozenset(
+    {"room", "retry_after", "status", "data", "position", "queue_length", "eta_seconds"}
+)
 POLL_HEADER = "Waitroom-Poll"
 """Sent by the wait page's script: when admitted, the proxy answers the poll itself (no upstream)."""
 
@@ -92,13 +95,26 @@ def wants_json(accept: str) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-def _wait_fields(room: str, retry_after: int, blocked_for: float) -> dict[str, object]:
-    return {
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A waiting visitor's place in a `fifo` room's line, as the answer shows it."""
+
+    position: int
+    """Live tickets ahead of the visitor (0: next in)."""
+    queue_length: int
+    eta_seconds: int
+
+
+def _wait_fields(room: str, retry_after: int, blocked_for: int, place: Place | None) -> dict[str, object]:
+    fields: dict[str, object] = {
         "status": "waiting",
         "room": room,
         "retry_after": retry_after,
-        "blocked_for": math.ceil(blocked_for),
+        "blocked_for": blocked_for,
     }
+    if place is not None:
+        fields.update(position=place.position, queue_length=place.queue_length, eta_seconds=place.eta_seconds)
+    return fields
 
 
 def wait_answer(
@@ -109,17 +125,27 @@ def wait_answer(
     retry_after: int,
     blocked_for: float,
     accept: str,
+    place: Place | None = None,
 ) -> Answer:
-    """The wait-room answer: `status` (503 by default), Retry-After, never cached by clients."""
-    return _wait_answer(template, room, status, retry_after, math.ceil(blocked_for), wants_json(accept))
+    """The wait-room answer: `status` (503 by default), Retry-After, never cached by clients;
+    with `place`, the visitor's place in a `fifo` room's line."""
+    return _wait_answer(
+        template, room, status, retry_after, math.ceil(blocked_for), wants_json(accept), place
+    )
 
 
 @functools.lru_cache(maxsize=512)
 def _wait_answer(
-    template: Template, room: str, status: int, retry_after: int, blocked_for: int, as_json: bool
+    template: Template,
+    room: str,
+    status: int,
+    retry_after: int,
+    blocked_for: int,
+    as_json: bool,
+    place: Place | None,
 ) -> Answer:
     # During a block every new visitor of a room gets the same answer within a second: rendered once.
-    fields = _wait_fields(room, retry_after, blocked_for)
+    fields = _wait_fields(room, retry_after, blocked_for, place)
     headers = {
         "Retry-After": str(retry_after),
         "Cache-Control": "no-store",
@@ -135,6 +161,9 @@ def _wait_answer(
             "retry_after": str(retry_after),
             "status": str(status),
             "data": script_safe_json(fields),
+            "position": "" if place is None else str(place.position),
+            "queue_length": "" if place is None else str(place.queue_length),
+            "eta_seconds": "" if place is None else str(place.eta_seconds),
         }
     )
     return Answer(status, headers, page.encode("utf-8"))

@@ -22,6 +22,11 @@ PENDING = "p1"
 """A *pending* token names a session whose admission the store may have recorded while its answer
 was lost (a timeout after the question was sent). It admits nobody: the visitor's next request asks
 the store again with that session id, and an admission that was recorded is found, not lost."""
+TICKET = "q1"
+"""A *ticket* holds a visitor's place in a `fifo` room's line: its session id (the member the store
+keeps in the line) and its ticket number (in the payload's third field). It admits nobody: the
+store says, on each ask, whether the ticket is still in the line and whether its turn has come.
+A ticket the store no longer holds (dropped, used, from before a data loss) is no ticket."""
 MAX_TOKEN_LENGTH = 512
 """Longer cookie values are not even decoded."""
 MIN_KEY_LENGTH = 16
@@ -123,6 +128,18 @@ class SessionCodec:
         if session is None or session.room != room or session.expires_at <= now:
             return None
         return session.session_id
+
+    def issue_ticket(self, room: str, session_id: str, number: int, expires_at: float) -> str:
+        """A ticket for `room`; `number` 0 when the store's answer was lost (the id is what counts)."""
+        return self.encode(Session(room, session_id, number, int(expires_at)), TICKET)[1]
+
+    def ticket(self, token: str | None, room: str, now: float) -> Session | None:
+        """The ticket in a genuine, unexpired ticket token for `room` (`issued_at` holds its
+        number); else None."""
+        ticket = self._genuine(token, TICKET)
+        if ticket is None or ticket.room != room or ticket.expires_at <= now:
+            return None
+        return ticket
 
     def encode(self, session: Session, version: str = VERSION) -> tuple[Session, str]:
         payload = "|".join(

@@ -5,7 +5,17 @@ from __future__ import annotations
 import time
 
 from waitroom.config import StoreConfig
-from waitroom.store.base import Admission, Clock, Overloaded, RoomPolicy, Store, StoreError
+from waitroom.store.base import (
+    Admission,
+    Clock,
+    Overloaded,
+    QueuePolicy,
+    QueueState,
+    RoomPolicy,
+    Store,
+    StoreError,
+    Turn,
+)
 from waitroom.store.memory import MemoryStore
 
 __all__ = [
@@ -13,9 +23,12 @@ __all__ = [
     "Clock",
     "MemoryStore",
     "Overloaded",
+    "QueuePolicy",
+    "QueueState",
     "RoomPolicy",
     "Store",
     "StoreError",
+    "Turn",
     "open_store",
 ]
 

@@ -41,6 +41,56 @@ class Admission:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """The numbers a `fifo` room's decision needs (see docs/concepts.md, "The line")."""
+
+    name: str
+    new_sessions: int
+    window: float
+    abandon_after: float
+    """A ticket not seen for this long is dropped."""
+    grace: float
+    """A called ticket keeps its place this long, then it lapses to the next in line."""
+    hold: bool = False
+    """An operator holds every new visitor (queue-all): the line is kept, nobody is called."""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """The store's answer for one visitor of a `fifo` room."""
+
+    admitted: bool
+    ticket: int
+    """The visitor's ticket number (0 when admitted without waiting, or admitted again)."""
+    position: int
+    """Live tickets ahead of this one (0 when admitted)."""
+    queue_length: int
+    """Live tickets in the line, this one included while it waits."""
+    called: int
+    """Tickets at the head of the line whose turn has come (they hold a place each)."""
+    slot: float
+    """When the place this ticket will take in the current window frees up (store clock): the
+    admission time of the log entry that must leave the window, `now` for a place held by a called
+    ticket, or earlier than `now - window` for a place free already."""
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """A `fifo` room's line as the store sees it now, for metrics and the admin API (read-only)."""
+
+    length: int
+    """Live tickets in the line (seen within abandon_after)."""
+    called: int
+    oldest_wait: float
+    """Seconds the oldest live ticket has waited; 0 for an empty line."""
+    in_window: int
+    slot: float
+    """As Turn.slot, for a newcomer who would join the end of the line now."""
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class RateCheck:
     """One rule's question for one request: may `key` make one more request?"""
 
@@ -113,6 +163,19 @@ class Store(Protocol):
         """Put admissions decided elsewhere (the `local` policy, while this store was away) into the
         room's window: `(session id, time)` pairs whose times are on the clock that read `now`, so
         each keeps its age. Ids already in the log are not counted twice."""
+        ...
+
+    async def queue(self, room: QueuePolicy, session_id: str) -> Turn:
+        """One visitor of a `fifo` room asks to enter, in one atomic step: drop the tickets not seen
+        for `abandon_after` and the called ones not used within `grace`; call the next tickets in
+        order while the window has places; then: `session_id` already admitted (a lost answer) →
+        admitted again; holding a called ticket → admitted (recorded in the window's log); holding a
+        live ticket → refreshed, its position answered; otherwise admitted at once if the window has
+        a place and nobody waits uncalled, else a new ticket at the end of the line."""
+        ...
+
+    async def queue_state(self, room: QueuePolicy) -> QueueState:
+        """Read a `fifo` room's line without changing it."""
         ...
 
     async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:

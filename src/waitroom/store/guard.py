@@ -34,12 +34,15 @@ from waitroom.store.base import (
     Admission,
     Clock,
     Overloaded,
+    QueuePolicy,
+    QueueState,
     RateCheck,
     RateResult,
     RoomPolicy,
     RoomState,
     Store,
     StoreError,
+    Turn,
 )
 from waitroom.store.pipelined import ConnectionLost
 
@@ -178,6 +181,12 @@ class GuardedStore:
 
     async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
         return await self._guarded("admit", self.inner.admit(room, session_id))
+
+    async def queue(self, room: QueuePolicy, session_id: str) -> Turn:
+        return await self._guarded("queue", self.inner.queue(room, session_id))
+
+    async def queue_state(self, room: QueuePolicy) -> QueueState:
+        return await self._guarded("queue_state", self.inner.queue_state(room))
 
     async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:
         return await self._guarded("hit", self.inner.hit(checks))

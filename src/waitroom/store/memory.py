@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import deque
@@ -10,7 +11,18 @@ from dataclasses import dataclass, field
 
 from waitroom import algorithms as alg
 from waitroom.metrics import METRICS
-from waitroom.store.base import MICROS, Admission, Clock, RateCheck, RateResult, RoomPolicy, RoomState
+from waitroom.store.base import (
+    MICROS,
+    Admission,
+    Clock,
+    QueuePolicy,
+    QueueState,
+    RateCheck,
+    RateResult,
+    RoomPolicy,
+    RoomState,
+    Turn,
+)
 
 
 def _us(seconds: float) -> int:
@@ -20,10 +32,65 @@ def _us(seconds: float) -> int:
 
 
 @dataclass(slots=True)
+class _Line:
+    """A `fifo` room's line, as the Redis keys of room_queue.lua hold it (all times in µs)."""
+
+    numbers: list[int] = field(default_factory=list)
+    """Live ticket numbers, ascending: a ticket's position is a bisection."""
+    tickets: dict[str, int] = field(default_factory=dict)
+    """Session id → ticket number."""
+    holders: dict[int, str] = field(default_factory=dict)
+    """Ticket number → session id."""
+    seen: dict[str, int] = field(default_factory=dict)
+    """Session id → last ask, in the order of the last ask (refreshing moves it to the end)."""
+    called: dict[str, int] = field(default_factory=dict)
+    """Session id → when its turn came, in the order called (always the head of the line)."""
+    joined: dict[str, int] = field(default_factory=dict)
+    counter: int = 0
+
+    def leave(self, sid: str) -> None:
+        number = self.tickets.pop(sid, None)
+        if number is not None:
+            del self.numbers[bisect.bisect_left(self.numbers, number)]
+            del self.holders[number]
+        self.seen.pop(sid, None)
+        self.called.pop(sid, None)
+        self.joined.pop(sid, None)
+
+    def drop_stale(self, now: int, abandon_after: int, grace: int) -> None:
+        """Abandoned tickets (oldest ask first), then called ones left unused (earliest call first)."""
+        for table, limit in ((self.seen, now - abandon_after), (self.called, now - grace)):
+            stale = []
+            for sid, at in table.items():
+                if at > limit:
+                    break
+                stale.append(sid)
+            for sid in stale:
+                self.leave(sid)
+
+    def call(self, free: int, now: int) -> int:
+        """Call the next `free` uncalled tickets, in order; how many were called."""
+        heads = self.numbers[len(self.called) : len(self.called) + max(0, free)]
+        for number in heads:
+            self.called[self.holders[number]] = now
+        return len(heads)
+
+    def join(self, sid: str, now: int) -> int:
+        self.counter += 1
+        self.tickets[sid] = self.counter
+        self.holders[self.counter] = sid
+        self.numbers.append(self.counter)  # the counter only grows: still ascending
+        self.seen[sid] = now
+        self.joined[sid] = now
+        return self.counter
+
+
+@dataclass(slots=True)
 class _RoomState:
     log: deque[tuple[int, str]] = field(default_factory=deque)
     """(admission time in µs, session id) inside the window, oldest first: O(new_sessions) memory."""
     blocked_until: int = 0
+    line: _Line = field(default_factory=_Line)
 
 
 @dataclass(slots=True)
@@ -66,14 +133,10 @@ class MemoryStore:
     async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
         # No await inside: on one event loop this whole decision is atomic, like the Lua script.
         now = _us(self._clock())
-        state = self._rooms.get(room.name)
-        if state is None:
-            state = self._rooms[room.name] = _RoomState()
         # The window is the half-open interval (now - window, now]: an admission exactly one
         # window old no longer counts, so no interval of that length holds more than new_sessions.
-        log, cutoff = state.log, now - _us(room.window)
-        while log and log[0][0] <= cutoff:
-            log.popleft()
+        state = self._room(room.name, now, room.window)
+        log = state.log
         if any(member == session_id for _, member in log):  # already admitted: asked again
             return Admission(True, 0.0, False, now / MICROS)
         if now < state.blocked_until:
@@ -85,6 +148,68 @@ class MemoryStore:
             return Admission(False, 0.0, True, now / MICROS)
         state.blocked_until = now + _us(room.block_for)
         return Admission(False, state.blocked_until / MICROS, True, now / MICROS)
+
+    async def queue(self, room: QueuePolicy, session_id: str) -> Turn:
+        # No await inside: atomic on the event loop, like room_queue.lua (which it follows step by step).
+        now = _us(self._clock())
+        state = self._room(room.name, now, room.window)
+        log, line = state.log, state.line
+        if any(member == session_id for _, member in log):  # admitted by an ask whose answer was lost
+            line.leave(session_id)
+            return Turn(True, 0, 0, len(line.numbers), len(line.called), 0.0, now / MICROS)
+        line.drop_stale(now, _us(room.abandon_after), _us(room.grace))
+        free = room.new_sessions - len(log) - len(line.called)
+        if not room.hold and free > 0:
+            free -= line.call(free, now)
+        length, called = len(line.numbers), len(line.called)
+
+        number = line.tickets.get(session_id)
+        if number is not None:
+            if session_id in line.called:  # its turn has come
+                line.leave(session_id)
+                log.append((now, session_id))
+                return Turn(True, number, 0, length - 1, called - 1, 0.0, now / MICROS)
+            line.seen.pop(session_id)
+            line.seen[session_id] = now  # to the end: the order of last asks
+            position = bisect.bisect_left(line.numbers, number)
+            slot = _slot(position - called, room.new_sessions, free, log, now, room.window)
+            return Turn(False, number, position, length, called, slot, now / MICROS)
+        if not room.hold and free > 0 and called == length:  # a place, and nobody waits for one
+            log.append((now, session_id))
+            return Turn(True, 0, 0, length, called, 0.0, now / MICROS)
+        number = line.join(session_id, now)
+        slot = _slot(length - called, room.new_sessions, free, log, now, room.window)
+        return Turn(False, number, length, length + 1, called, slot, now / MICROS)
+
+    async def queue_state(self, room: QueuePolicy) -> QueueState:
+        now = _us(self._clock())
+        state = self._rooms.get(room.name)
+        if state is None:
+            return QueueState(0, 0, 0.0, 0, (now - _us(room.window)) / MICROS, now / MICROS)
+        line = state.line
+        alive, fresh = now - _us(room.abandon_after), now - _us(room.grace)
+        cutoff = now - _us(room.window)
+        length = sum(1 for at in line.seen.values() if at > alive)
+        called = sum(1 for at in line.called.values() if at > fresh)
+        log = [entry for entry in state.log if entry[0] > cutoff]
+        oldest = next(
+            (line.joined[line.holders[n]] for n in line.numbers[:64] if line.seen[line.holders[n]] > alive), 0
+        )
+        free = max(0, room.new_sessions - len(log) - called)
+        slot = _slot(length - called, room.new_sessions, free, log, now, room.window)
+        return QueueState(
+            length, called, (now - oldest) / MICROS if oldest else 0.0, len(log), slot, now / MICROS
+        )
+
+    def _room(self, name: str, now: int, window: float) -> _RoomState:
+        """A room's state with its log pruned to the window ending `now`."""
+        state = self._rooms.get(name)
+        if state is None:
+            state = self._rooms[name] = _RoomState()
+        log, cutoff = state.log, now - _us(window)
+        while log and log[0][0] <= cutoff:
+            log.popleft()
+        return state
 
     async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:
         # No await inside: atomic on the event loop, like the Lua script.
@@ -177,6 +302,20 @@ class MemoryStore:
     async def close(self) -> None:
         self._rooms.clear()
         self._rates.clear()
+
+
+def _slot(
+    k: int, new_sessions: int, free: int, log: Sequence[tuple[int, str]], now: int, window: float
+) -> float:
+    """When the place of the k-th uncalled ticket frees up (see Turn.slot and room_queue.lua)."""
+    index = k % new_sessions
+    open_ = max(0, free)
+    if index < open_:
+        return (now - _us(window)) / MICROS
+    index -= open_
+    if index < len(log):
+        return log[index][0] / MICROS
+    return now / MICROS
 
 
 def _check(check: RateCheck, state: _RateState, now: int) -> alg.Verdict:

@@ -8,7 +8,8 @@ URL forms (see docs/stores.md):
   discovers the rest
 
 Each decision is one Lua script (EVALSHA, reloaded by redis-py on NOSCRIPT after a Redis restart).
-Keys are `<key_prefix>:{room:<name>}:log|blocked`; the hash tag keeps a room's keys in one slot.
+Keys are `<key_prefix>:{room:<name>}:log|blocked` (and, for a `fifo` room's line,
+`line|seen|called|joined|tickets`); the hash tag keeps a room's keys in one slot.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from waitroom.store.base import (
     MICROS,
     Admission,
     Clock,
+    QueuePolicy,
+    QueueState,
     RateCheck,
     RateResult,
     RoomPolicy,
     RoomState,
     StoreError,
+    Turn,
 )
 from waitroom.store.pipelined import PipelinedConnection, PipelinedScript
 
@@ -141,6 +145,8 @@ class RedisStore:
         self._rate_limit = scripts(load_lua("rate_limit.lua"))
         self._room_state = scripts(load_lua("room_state.lua"))
         self._room_record = scripts(load_lua("room_record.lua"))
+        self._queue = scripts(load_lua("room_queue.lua"))
+        self._queue_state = scripts(load_lua("room_queue_state.lua"))
         self.overrides_key = f"{key_prefix}:{{admin}}:overrides"
         self._cluster = isinstance(client, RedisCluster)
 
@@ -166,6 +172,26 @@ class RedisStore:
         tag = f"{self._prefix}:{{room:{room}}}"
         return [f"{tag}:log", f"{tag}:blocked"]
 
+    def queue_keys(self, room: str) -> list[str]:
+        """The admission log (shared with `block`: a room may change order), then the line's."""
+        tag = f"{self._prefix}:{{room:{room}}}"
+        return [
+            f"{tag}:log",
+            f"{tag}:line",
+            f"{tag}:seen",
+            f"{tag}:called",
+            f"{tag}:joined",
+            f"{tag}:tickets",
+        ]
+
+    def _queue_args(self, room: QueuePolicy) -> list[int]:
+        return [
+            room.new_sessions,
+            round(room.window * MICROS),
+            round(room.abandon_after * MICROS),
+            round(room.grace * MICROS),
+        ]
+
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(round(self._clock() * MICROS))
 
@@ -181,6 +207,25 @@ class RedisStore:
             reply = await self._admit(keys=self.room_keys(room.name), args=args)
         admitted, blocked_until, started, now = reply
         return Admission(bool(admitted), blocked_until / MICROS, bool(started), now / MICROS)
+
+    async def queue(self, room: QueuePolicy, session_id: str) -> Turn:
+        args = [*self._queue_args(room), session_id, "1" if room.hold else "", self._now_arg()]
+        with redis_errors():
+            reply = await self._queue(keys=self.queue_keys(room.name), args=args)
+        admitted, ticket, position, length, called, slot, now = reply
+        return Turn(
+            bool(admitted), int(ticket), int(position), int(length), int(called), slot / MICROS, now / MICROS
+        )
+
+    async def queue_state(self, room: QueuePolicy) -> QueueState:
+        args = [*self._queue_args(room), self._now_arg()]
+        with redis_errors():
+            reply = await self._queue_state(keys=self.queue_keys(room.name)[:5], args=args)
+        length, called, oldest, in_window, slot, now = reply
+        waited = (now - oldest) / MICROS if oldest else 0.0
+        return QueueState(
+            int(length), int(called), max(0.0, waited), int(in_window), slot / MICROS, now / MICROS
+        )
 
     async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
         args: list[str | int] = [round(room.window * MICROS), round(now * MICROS), self._now_arg()]

@@ -1,0 +1,218 @@
+"""The fair queue's figures: visitors arriving over time at a `fifo` room served by several replicas
+on one Redis, each polling as the wait page does (retry_after ± 30 %), some abandoning the line.
+
+Measured from the visitors' side (`drive`) and judged against the issue's bounds (`figures`):
+- order: nobody is let in more than one poll interval after someone holding a later ticket;
+- rate: no window holds more than new_sessions admissions, and places are used while people wait;
+- abandoned places: a place that frees up is taken within the grace period and one poll interval;
+- the wait shown at arrival against the real wait (median absolute error).
+
+tests/e2e/test_fair_queue.py asserts them; `python bench/fairness.py` (part of `make bench`) writes
+them to bench/results/fairness.json for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOM = "line"
+NEW_SESSIONS = 20
+WINDOW = 2.0
+RETRY_AFTER = 1.0
+GRACE = 3.0
+ABANDON_AFTER = 4.0
+VISITORS = 300
+ARRIVALS_OVER = 15.0
+ABANDON_SHARE = 0.1
+POLL_MAX = 1.3 * RETRY_AFTER
+"""The page polls every retry_after × U(0.7, 1.3)."""
+SLACK = 0.35
+"""Client-side timing slack: a request's way through the proxy and back, on a busy 2-core machine."""
+
+
+def room_config(redis_url: str, extra: str = "") -> str:
+    return f"""
+store: {{url: "{redis_url}", timeout: 1s, on_error: closed}}
+{extra}
+rooms:
+  - name: {ROOM}
+    match: {{path_prefix: /}}
+    queue: fifo
+    new_sessions: {NEW_SESSIONS}
+    window: {WINDOW:g}s
+    retry_after: {RETRY_AFTER:g}s
+    grace: {GRACE:g}s
+    abandon_after: {ABANDON_AFTER:g}s
+"""
+
+
+@dataclass
+class Visitor:
+    index: int
+    abandons: bool
+    arrived: float = 0.0
+    ticket: int | None = None
+    eta: int | None = None
+    """The wait shown with the first answer (seconds)."""
+    position: int | None = None
+    admitted: float | None = None
+    polls: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def ticket_number(cookie: str) -> int | None:
+    """The number in a ticket cookie (its payload is readable; only the signature is secret)."""
+    payload = cookie.split(".", 1)[0]
+    try:
+        fields = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().split("|")
+    except ValueError:
+        return None
+    return int(fields[3]) if len(fields) == 5 and fields[0] == "q1" else None
+
+
+async def _visit(
+    visitor: Visitor, start: float, rng: random.Random, *, urls: list[str], deadline: float
+) -> None:
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+    headers = {"Accept": "application/json"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        visitor.arrived = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                response = await client.get(f"{rng.choice(urls)}/item", headers=headers)
+            except httpx.HTTPError as e:
+                visitor.errors.append(type(e).__name__)
+                await asyncio.sleep(RETRY_AFTER)
+                continue
+            if response.status_code == 200:
+                visitor.admitted = time.monotonic()
+                return
+            body = response.json()
+            if body.get("status") != "waiting":
+                visitor.errors.append(f"status {response.status_code}")
+                return
+            for name, value in client.cookies.items():
+                if name.endswith(f"_{ROOM}") and (number := ticket_number(value)) is not None:
+                    visitor.ticket = number
+            if visitor.eta is None:
+                visitor.eta, visitor.position = body.get("eta_seconds"), body.get("position")
+            if visitor.abandons and visitor.polls >= 1:
+                return  # closes the tab
+            visitor.polls += 1
+            headers = {"Accept": "application/json", "Waitroom-Poll": "1"}
+            await asyncio.sleep(RETRY_AFTER * rng.uniform(0.7, 1.3))
+
+
+async def drive(
+    urls: list[str], *, visitors: int = VISITORS, seed: int = 1, bound: float = 150
+) -> list[Visitor]:
+    """Every visitor's story: arrivals spread over ARRIVALS_OVER seconds, each request to a random
+    replica, ABANDON_SHARE of them leaving after their first poll."""
+    rng = random.Random(seed)
+    crowd = [Visitor(i, rng.random() < ABANDON_SHARE) for i in range(visitors)]
+    begin = time.monotonic() + 0.2
+    starts = sorted(begin + rng.uniform(0, ARRIVALS_OVER) for _ in crowd)
+    deadline = begin + bound
+    rngs = [random.Random(seed * 1000 + v.index) for v in crowd]
+    visits = (_visit(*one, urls=urls, deadline=deadline) for one in zip(crowd, starts, rngs, strict=True))
+    await asyncio.gather(*visits)
+    return crowd
+
+
+def figures(crowd: list[Visitor]) -> dict[str, Any]:
+    stayed = [v for v in crowd if not v.abandons]
+    admitted = sorted(v.admitted for v in crowd if v.admitted is not None)
+    ticketed = [v for v in stayed if v.ticket is not None and v.admitted is not None]
+
+    # Order: how much later than someone holding a later ticket anyone got in.
+    worst_inversion = 0.0
+    earliest_after = float("inf")
+    for v in sorted(ticketed, key=lambda v: v.ticket or 0, reverse=True):
+        assert v.admitted is not None
+        worst_inversion = max(worst_inversion, v.admitted - earliest_after)
+        earliest_after = min(earliest_after, v.admitted)
+
+    # Rate: the most admissions in any window (shrunk by the timing slack), and how full the windows
+    # were while people waited.
+    most_in_window = max(
+        (sum(1 for t in admitted if start <= t < start + WINDOW - SLACK) for start in admitted), default=0
+    )
+    # Abandoned places: a place freed by an admission at t is taken by t + WINDOW + the time to
+    # notice (grace + a poll) while anyone still waits.
+    last_wait_ends = max((v.admitted for v in stayed if v.admitted is not None), default=0.0)
+    worst_refill = 0.0
+    for k in range(len(admitted) - NEW_SESSIONS):
+        freed = admitted[k] + WINDOW
+        if freed < last_wait_ends - GRACE - POLL_MAX:
+            worst_refill = max(worst_refill, admitted[k + NEW_SESSIONS] - freed)
+
+    errors = [
+        abs(v.eta - (v.admitted - v.arrived)) / (v.admitted - v.arrived)
+        for v in ticketed
+        if v.eta is not None and v.admitted - v.arrived >= 3 * RETRY_AFTER
+    ]
+    return {
+        "visitors": len(crowd),
+        "abandoned": len(crowd) - len(stayed),
+        "admitted": len(admitted),
+        "stayed_not_admitted": sum(1 for v in stayed if v.admitted is None),
+        "errors": sum(len(v.errors) for v in crowd),
+        "longest_wait_s": round(max((v.admitted - v.arrived for v in ticketed), default=0.0), 2),
+        "worst_order_inversion_s": round(worst_inversion, 3),
+        "order_bound_s": POLL_MAX + SLACK,
+        "most_admissions_in_a_window": most_in_window,
+        "new_sessions": NEW_SESSIONS,
+        "worst_place_refill_s": round(worst_refill, 3),
+        "refill_bound_s": GRACE + POLL_MAX + SLACK,
+        "abandon_after_s": ABANDON_AFTER,
+        "eta_median_abs_error": round(statistics.median(errors), 3) if errors else None,
+        "eta_samples": len(errors),
+    }
+
+
+def run(work: Path, replicas: int = 4) -> dict[str, Any]:
+    """Four mitmdump replicas on one redis-server in front of nginx; the figures."""
+    from harness import free_port, mitmdump, nginx, ready, redis_server
+
+    with ExitStack() as stack:
+        upstream = stack.enter_context(nginx(work))
+        redis_port = stack.enter_context(redis_server(work))
+        env = {**os.environ, "WAITROOM_SECRET": "bench-secret-0123456789abcdef"}
+        urls = []
+        for _ in range(replicas):
+            admin = free_port()
+            config = work / f"fairness-{admin}.yaml"
+            config.write_text(room_config(f"redis://127.0.0.1:{redis_port}/0", f"admin: {{port: {admin}}}"))
+            options = ["--set", f"waitroom_config={config}"]
+            port = stack.enter_context(mitmdump(work, upstream, ["addons/waitroom.py"], options, env))
+            ready(admin, work)
+            urls.append(f"http://127.0.0.1:{port}")
+        return figures(asyncio.run(drive(urls)))
+
+
+def main() -> None:
+    """`python bench/fairness.py`: the figures, printed and written to bench/results/fairness.json."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as work:
+        result = run(Path(work))
+    (root / "bench" / "results" / "fairness.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""A `fifo` room end to end: 4 real mitmdump replicas on one real Redis, 300 visitors arriving over
+time and polling as the wait page does, some abandoning; and a visitor's answers one by one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from bench import fairness
+from tests.conftest import SECRET, StartProxy
+from tests.support import RedisServer, Upstream
+
+pytestmark = pytest.mark.e2e
+ENV = {"WAITROOM_SECRET": SECRET}
+
+
+@pytest.mark.timeout(240)
+def test_300_visitors_on_4_replicas_get_in_in_ticket_order(
+    start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
+) -> None:
+    config = fairness.room_config(redis_server.url)
+    proxies = [start_proxy(config, upstream.url, env=ENV) for _ in range(4)]
+    crowd = asyncio.run(fairness.drive([p.url for p in proxies]))
+    figures = fairness.figures(crowd)
+    print(figures)  # the report's figures, for whoever reads the log
+
+    assert figures["errors"] == 0, figures
+    assert figures["stayed_not_admitted"] == 0, figures  # everyone who kept polling got in
+    # No visitor is let in more than one poll interval after anyone holding a later ticket.
+    assert figures["worst_order_inversion_s"] <= figures["order_bound_s"], figures
+    # Exactly new_sessions per window: never more, and every place taken while people wait ...
+    assert figures["most_admissions_in_a_window"] == fairness.NEW_SESSIONS, figures
+    # ... within the grace period and one poll of freeing up, abandoned tickets or not.
+    assert figures["worst_place_refill_s"] <= figures["refill_bound_s"], figures
+    assert figures["refill_bound_s"] < fairness.ABANDON_AFTER + fairness.POLL_MAX
+    # The wait shown at arrival against the real one.
+    assert figures["eta_samples"] >= 100, figures
+    assert figures["eta_median_abs_error"] <= 0.2, figures
+
+
+def fifo_config(redis_url: str, new_sessions: int = 1) -> str:
+    return f"""
+store: {{url: "{redis_url}", timeout: 1s}}
+rooms:
+  - name: shop
+    match: {{path_prefix: /}}
+    queue: fifo
+    new_sessions: {new_sessions}
+    window: 60s
+    retry_after: 2s
+"""
+
+
+def test_a_visitor_sees_its_place_and_a_forged_ticket_is_no_ticket(
+    start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
+) -> None:
+    proxy = start_proxy(fifo_config(redis_server.url), upstream.url, env=ENV)
+    json_ = {"Accept": "application/json"}
+    first = httpx.Client(base_url=proxy.url, timeout=10)
+    assert first.get("/").status_code == 200  # the window had a place
+    waiting = [httpx.Client(base_url=proxy.url, timeout=10) for _ in range(3)]
+    answers = [client.get("/", headers=json_) for client in waiting]
+    assert [a.status_code for a in answers] == [503] * 3
+    bodies = [a.json() for a in answers]
+    assert [(b["position"], b["queue_length"]) for b in bodies] == [(0, 1), (1, 2), (2, 3)]
+    assert all(b["status"] == "waiting" and b["retry_after"] == 2 for b in bodies)
+    assert 0 < bodies[0]["eta_seconds"] <= bodies[1]["eta_seconds"] <= bodies[2]["eta_seconds"]
+    assert all(a.headers["Retry-After"] == "2" for a in answers)
+    # Asking again keeps the place.
+    again = waiting[1].get("/", headers=json_).json()
+    assert (again["position"], again["queue_length"]) == (1, 3)
+
+    # The HTML page carries the same values for its script.
+    page = waiting[2].get("/", headers={"Accept": "text/html"})
+    assert page.status_code == 503
+    assert '"position":2' in page.text
+    assert '"queue_length":3' in page.text
+
+    # A tampered ticket, another room's, or garbage: no ticket, the end of the line.
+    cookie_name, ticket = next(iter(waiting[0].cookies.items()))
+    tampered = ticket[:-2] + ("AA" if not ticket.endswith("AA") else "BB")
+    for value in (tampered, "garbage", ticket.replace(".", "..")):
+        stranger = httpx.Client(base_url=proxy.url, timeout=10, cookies={cookie_name: value})
+        body = stranger.get("/", headers=json_).json()
+        assert body["position"] >= 3, (value, body)
+    # A copied ticket shares the one place (the line holds it once), it does not get two.
+    twin = httpx.Client(base_url=proxy.url, timeout=10, cookies={cookie_name: ticket})
+    assert twin.get("/", headers=json_).json()["position"] == 0
+    assert waiting[0].get("/", headers=json_).json()["position"] == 0
