@@ -4,13 +4,19 @@ time and polling as the wait page does, some abandoning; and a visitor's answers
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import fairness
 from tests.conftest import SECRET, StartProxy
-from tests.support import RedisServer, Upstream
+from tests.support import RedisServer, Upstream, free_port
+
+TOKEN = "fair-queue-admin-token-0123456789"
 
 pytestmark = pytest.mark.e2e
 ENV = {"WAITROOM_SECRET": SECRET}
@@ -89,3 +95,43 @@ def test_a_visitor_sees_its_place_and_a_forged_ticket_is_no_ticket(
     twin = httpx.Client(base_url=proxy.url, timeout=10, cookies={cookie_name: ticket})
     assert twin.get("/", headers=json_).json()["position"] == 0
     assert waiting[0].get("/", headers=json_).json()["position"] == 0
+
+
+def test_operators_see_the_line(
+    start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
+) -> None:
+    admin = free_port()
+    config = fifo_config(redis_server.url) + f"admin: {{host: 127.0.0.1, port: {admin}}}\n"
+    proxy = start_proxy(config, upstream.url, env={**ENV, "WAITROOM_ADMIN_TOKEN": TOKEN})
+    assert httpx.get(f"{proxy.url}/", timeout=10).status_code == 200
+    for _ in range(3):
+        assert httpx.get(f"{proxy.url}/", timeout=10).status_code == 503
+    base = f"http://127.0.0.1:{admin}"
+
+    metrics = {
+        (s.name, s.labels.get("room")): s.value
+        for family in text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=10).text)
+        for s in family.samples
+    }
+    assert metrics[("waitroom_queue_length", "shop")] == 3
+    assert metrics[("waitroom_queue_oldest_wait_seconds", "shop")] >= 0
+    assert metrics[("waitroom_queue_eta_seconds", "shop")] > 60  # a window, after three ahead
+    assert metrics[("waitroom_room_admissions_per_minute", "shop")] == 1
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status = httpx.get(f"{base}/admin/status", headers=auth, timeout=10).json()
+    (room,) = status["rooms"]
+    assert room["order"] == "fifo"
+    assert room["queue"]["length"] == 3
+    assert room["queue"]["eta_seconds"] > 60
+
+    cli = subprocess.run(
+        [str(Path(sys.executable).with_name("waitroom")), "--url", base, "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"WAITROOM_ADMIN_TOKEN": TOKEN},
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "3 waiting, eta" in cli.stdout

@@ -264,6 +264,7 @@ def test_the_cli(start_proxy: StartProxy, upstream: Upstream, tmp_path: Path) ->
         "BLOCKED",
         "BLOCK",
         "FOR",
+        "LINE",
         "STORE",
     ]
     assert any(line.split()[:4] == ["shop", "/shop", "normal", "2/1m"] for line in lines)

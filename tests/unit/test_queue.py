@@ -1,0 +1,167 @@
+"""The fair queue's pure parts: the wait estimate, the config's bounds, tickets, and the decision
+on the embedded store (positions, the ticket cookie, a session once called)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from waitroom.config import Config, ConfigError, parse_config
+from waitroom.decide import Decider, Outcome, cookie_name
+from waitroom.queue import estimate_wait, newcomer_wait
+from waitroom.sessions import SessionCodec, keys_from_secret
+from waitroom.store import MemoryStore, QueueState
+
+KEYS = keys_from_secret("unit-test-secret-0123456789")
+
+
+def test_the_first_in_line_waits_for_the_oldest_admission_to_leave_the_window() -> None:
+    # Window 60 s, 10 per window, the oldest admission 45 s ago: its place frees in 15 s; the
+    # page notices on average half a retry interval later.
+    eta = estimate_wait(
+        position=0, called=0, slot=955.0, now=1000.0, new_sessions=10, window=60, retry_after=4
+    )
+    assert eta == 15 + 2
+
+
+def test_a_long_line_waits_a_window_per_new_sessions_ahead() -> None:
+    # 25 ahead, 10 per window: two whole windows (each stretched by a poll), then the 6th slot.
+    eta = estimate_wait(
+        position=25, called=0, slot=990.0, now=1000.0, new_sessions=10, window=60, retry_after=4
+    )
+    assert eta == 2 * (60 + 2) + 50 + 2
+
+
+def test_called_tickets_ahead_already_hold_their_places() -> None:
+    plain = estimate_wait(
+        position=3, called=0, slot=990.0, now=1000.0, new_sessions=10, window=60, retry_after=2
+    )
+    with_called = estimate_wait(
+        position=3, called=3, slot=990.0, now=1000.0, new_sessions=10, window=60, retry_after=2
+    )
+    assert (
+        with_called == plain
+    )  # the slot already accounts for them; position 3 with 3 called is the next one
+    free = estimate_wait(
+        position=0, called=0, slot=900.0, now=1000.0, new_sessions=10, window=60, retry_after=2
+    )
+    assert free == 1  # the place is free already: only the poll
+
+
+def test_the_estimate_grows_with_the_position() -> None:
+    etas = [
+        estimate_wait(position=p, called=0, slot=980.0, now=1000.0, new_sessions=5, window=30, retry_after=2)
+        for p in range(0, 40, 5)
+    ]
+    assert etas == sorted(etas)
+    assert etas[-1] > etas[0]
+
+
+def parse(text: str) -> Config:
+    return parse_config(yaml.safe_load(text))
+
+
+def room(**fields: object) -> str:
+    extra = "".join(f"\n    {k}: {v}" for k, v in fields.items())
+    return f"""
+rooms:
+  - name: shop
+    match: {{path_prefix: /}}
+    queue: fifo
+    new_sessions: 1
+    window: 60s
+    retry_after: 4s{extra}
+"""
+
+
+def test_a_newcomer_is_told_zero_when_a_place_is_free() -> None:
+    config = parse(room())
+    shop = config.rooms[0]
+    assert newcomer_wait(QueueState(0, 0, 0.0, 0, 940.0, 1000.0), shop) == 0
+    assert newcomer_wait(QueueState(0, 0, 0.0, 1, 970.0, 1000.0), shop) == 30 + 2
+
+
+def test_defaults_and_bounds_of_the_hold_times() -> None:
+    shop = parse(room()).rooms[0]
+    assert (shop.queue, shop.abandon_after_seconds, shop.grace_seconds) == ("fifo", 16.0, 8.0)
+    short = parse(room(retry_after="1s")).rooms[0]
+    assert (short.abandon_after_seconds, short.grace_seconds) == (10.0, 5.0)
+    assert parse(room(abandon_after="6s", grace="6s")).rooms[0].abandon_after == 6.0
+    for field in ("abandon_after", "grace"):
+        with pytest.raises(ConfigError, match=rf"rooms\[0\].*{field}.*1.5 × retry_after"):
+            parse(room(**{field: "5s"}))
+    with pytest.raises(ConfigError, match="queue"):
+        parse(room().replace("queue: fifo", "queue: lifo"))
+    assert parse(room().replace("    queue: fifo\n", "")).rooms[0].queue == "block"
+
+
+def test_a_ticket_token_is_bound_to_its_room_and_signature() -> None:
+    codec = SessionCodec(KEYS, ttl=600)
+    token = codec.issue_ticket("shop", "abc", 7, expires_at=2000)
+    ticket = codec.ticket(token, "shop", now=1000)
+    assert ticket is not None
+    assert (ticket.session_id, ticket.issued_at) == ("abc", 7)
+    assert codec.ticket(token, "other", now=1000) is None
+    assert codec.ticket(token, "shop", now=2000) is None  # expired
+    assert codec.verify(token, "shop", now=1000) is None  # a ticket is not a session
+    assert codec.pending(token, "shop", now=1000) is None
+    other = SessionCodec(keys_from_secret("another-secret-0123456789"), ttl=600)
+    assert other.ticket(token, "shop", now=1000) is None
+    session = codec.issue("shop", "abc", 1000)[1]
+    assert codec.ticket(session, "shop", now=1000) is None  # and a session is not a ticket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_decider_gives_tickets_then_a_session_in_order() -> None:
+    config = parse(room())
+    clock = Clock()
+    codec = SessionCodec(KEYS, ttl=600)
+    decider = Decider(config, MemoryStore(clock), codec, clock)
+    name = cookie_name(config, config.rooms[0])
+
+    def jar(*tokens: str | None) -> object:
+        return lambda wanted: [t for t in tokens if t] if wanted == name else []
+
+    first = await decider.decide("h", "/", jar())  # type: ignore[arg-type]
+    assert first.outcome is Outcome.ADMITTED
+    a = await decider.decide("h", "/", jar())  # type: ignore[arg-type]
+    b = await decider.decide("h", "/", jar())  # type: ignore[arg-type]
+    assert (a.outcome, b.outcome) == (Outcome.WAITING, Outcome.WAITING)
+    assert a.place is not None
+    assert b.place is not None
+    assert (a.place.position, b.place.position) == (0, 1)
+    assert a.pending is not None
+    assert b.pending is not None
+    # b asks again with its ticket: same place.
+    again = await decider.decide("h", "/", jar(b.pending))  # type: ignore[arg-type]
+    assert again.place is not None
+    assert again.place.position == 1
+    # Both keep polling (b always first), each with the ticket its last answer renewed; the first
+    # admission leaves the window after 60 s.
+    tickets = {"a": a.pending, "b": b.pending}
+    for _ in range(20):
+        clock.now += 4
+        wait = await decider.decide("h", "/", jar(tickets["b"]))  # type: ignore[arg-type]
+        assert wait.outcome is Outcome.WAITING
+        tickets["b"] = wait.pending
+        in_ = await decider.decide("h", "/", jar(tickets["a"]))  # type: ignore[arg-type]
+        if in_.outcome is Outcome.ADMITTED:
+            break
+        tickets["a"] = in_.pending
+    assert clock.now == 1060
+    assert in_.cookie is not None
+    assert codec.verify(in_.cookie, "shop", clock.now) is not None
+    # Garbage beside a genuine ticket does not hide it; garbage alone is no ticket.
+    mixed = await decider.decide("h", "/", jar("garbage", tickets["b"]))  # type: ignore[arg-type]
+    assert mixed.place is not None
+    assert mixed.place.position == 0
+    alone = await decider.decide("h", "/", jar("garbage"))  # type: ignore[arg-type]
+    assert alone.place is not None
+    assert alone.place.position == 1
