@@ -1,169 +1,86 @@
 """The config file: pydantic models, YAML loading, and errors that fit on one line.
 
-Every section of the file that docs/design.md names is declared here; each field's docstring is its
-line in docs/config.md (generated: `make docs`). Unknown keys are errors (a typo must
+Every section of the file is declared here or, for the store, the rules and the operator's
+sections, in storeconfig.py, ruleconfig.py and opsconfig.py (their shared field types in
+configfields.py), and every name is importable from here; each field's docstring is its line in
+docs/config.md (generated: `make docs`). Unknown keys are errors (a typo must
 not silently turn a protection off), and every error names the field it is about.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-from collections.abc import Callable, Mapping
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from waitroom.durations import parse_duration
-from waitroom.target import canonical_prefix
+# The sections are declared beside what they configure; every name stays importable from here.
+from waitroom.configfields import (
+    NAME_PATTERN,
+    ConfigError,
+    Duration,
+    Host,
+    Match,
+    PathPrefix,
+    StrictModel,
+    short_repr,
+)
+from waitroom.opsconfig import AdminConfig, ClusterConfig, DecisionLogConfig
+from waitroom.ruleconfig import ClientIPConfig, JWTConfig, RateLimitConfig, RateLimitMatch
+from waitroom.storeconfig import (
+    BreakerConfig,
+    LiveReplicas,
+    StoreConfig,
+    StoreErrorPolicy,
+    unknown_replicas,
+)
 
 if TYPE_CHECKING:
     from waitroom.claims import ClaimVerifier
     from waitroom.responses import Template
 
+__all__ = [
+    "DEFAULT_CONFIG",
+    "MAX_CONFIG_BYTES",
+    "NAME_PATTERN",
+    "AdminConfig",
+    "BreakerConfig",
+    "ClientIPConfig",
+    "ClusterConfig",
+    "Config",
+    "ConfigError",
+    "DecisionLogConfig",
+    "Duration",
+    "Host",
+    "JWTConfig",
+    "LiveReplicas",
+    "Match",
+    "PathPrefix",
+    "RateLimitConfig",
+    "RateLimitMatch",
+    "RoomConfig",
+    "SessionConfig",
+    "StoreConfig",
+    "StoreErrorPolicy",
+    "compile_config",
+    "load_config",
+    "parse_config",
+    "unknown_replicas",
+]
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "waitroom.yaml"
 """The shipped example config; used when the `waitroom_config` option is empty."""
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-"""Seconds, written in the file as ``500ms``, ``60s``, ``30m``, ``2h`` or a number of seconds."""
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
-"""Room and rule names end up in cookie names, Redis keys and metric labels: keep them plain."""
-
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")  # an RFC 6265 token
-
-
-class ConfigError(Exception):
-    """A config that cannot be used. `str()` is one line naming the field and the problem."""
-
-
-class _Model(BaseModel):
-    # Attribute docstrings become the fields' descriptions: docs/config.md is generated from them
-    # (python -m waitroom.configdoc, `make docs`).
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
 
 MAX_CONFIG_BYTES = 1024 * 1024
 """A config file is a few KB; a larger one is refused before it is parsed."""
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _path_prefix(value: str) -> str:
-    """Prefixes are compared with the canonical decoded path (target.py), so one that is not in
-    that form (`/a/../shop`, `//shop`, `/%73hop`) could never match: refused, naming the fix."""
-    if not value.startswith("/"):
-        raise ValueError(f"must start with '/' (got {_short(value)})")
-    if "?" in value or "#" in value:
-        raise ValueError(f"must be a path without query or fragment (got {_short(value)})")
-    return canonical_prefix(value)
-
-
-PathPrefix = Annotated[str, BeforeValidator(lambda v: _path_prefix(str(v)))]
-
-
-def _host(value: str | None) -> str | None:
-    if value is None:
-        return None
-    host = str(value).strip().lower().rstrip(".")
-    if not host or any(c in host for c in "/ ?#@"):
-        raise ValueError(f"must be a host name such as shop.example.com (got {value!r})")
-    return host
-
-
-Host = Annotated[str | None, BeforeValidator(_host)]
-
-
-class StoreErrorPolicy(StrEnum):
-    OPEN = "open"
-    CLOSED = "closed"
-    LOCAL = "local"
-
-
-class BreakerConfig(_Model):
-    failures: int = Field(3, ge=1, le=1000)
-    """Consecutive store failures that open the circuit."""
-    cool_down: Duration = Field(5.0, le=3600)
-    """How long an open circuit skips the store before a probe (a `PING`) asks it again."""
-
-
-LiveReplicas = Callable[[], int | None]
-"""The ready replicas that cluster discovery counted right now, or None when it does not know
-(what StoreConfig.local_replicas takes; the decisions ask it when the store fails)."""
-
-
-def unknown_replicas() -> int | None:
-    return None
-
-
-class StoreConfig(_Model):
-    url: str = "memory://"
-    """Where state lives: `memory://`, `redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://`."""
-    timeout: Duration = Field(0.25, le=10)
-    """How long Redis may take to answer one call, from when it is sent, on a proxy free to read the
-    answer (store/guard.py judges that). Past it the store is failing and `on_error` decides."""
-    max_wait: Duration = Field(2.0, le=60)
-    """The most a request waits for the store in all, including time the proxy's own event loop was
-    too busy to read the answer, and time it queued before asking. Past it the proxy is saturated
-    and the request is shed (wait answer, or the rule's refusal), never admitted."""
-    on_error: StoreErrorPolicy = StoreErrorPolicy.LOCAL
-    """What decides when the store fails."""
-    key_prefix: str = Field("waitroom", pattern=r"^[A-Za-z0-9_:.-]{1,64}$")
-    """Prefix of every Redis key, so several deployments can share one Redis."""
-    replicas: int = Field(1, ge=1, le=10_000)
-    """How many proxy replicas share the store; `on_error: local` divides limits by it (with
-    `cluster.discover_replicas`, only until the live count is known)."""
-    breaker: BreakerConfig = BreakerConfig()
-    password_env: str = Field("WAITROOM_REDIS_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    """Environment variable holding the Redis password for a `url` that carries none, so that the
-    config file (a ConfigMap) holds no secret."""
-
-    def url_with_password(self, environ: Mapping[str, str] = os.environ) -> str:
-        """`url`, with the password from `password_env` when it is set and the URL has no credentials."""
-        password = environ.get(self.password_env)
-        parts = urlsplit(self.url)
-        if not password or self.url.startswith("memory://") or "@" in parts.netloc:
-            return self.url
-        return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
-
-    def local_replicas(self, live: int | None) -> int:
-        """What `on_error: local` divides limits by: the ready replicas that cluster discovery
-        counted when it knows them (see kube.py), else the fixed `replicas`; never less than 1."""
-        return max(1, live) if live else self.replicas
-
-    @field_validator("url")
-    @classmethod
-    def _known_scheme(cls, url: str) -> str:
-        schemes = ("memory://", "redis://", "rediss://", "redis+sentinel://", "redis+cluster://")
-        if not url.startswith(schemes):
-            raise ValueError(f"unsupported store URL {url!r} (use one of: {', '.join(schemes)})")
-        return url
-
-    @field_validator("timeout", "max_wait")
-    @classmethod
-    def _positive_timeout(cls, seconds: float) -> float:
-        if seconds <= 0:
-            raise ValueError("must be greater than 0")
-        return seconds
-
-
-class SessionConfig(_Model):
+class SessionConfig(StrictModel):
     cookie: str = "waitroom"
     """Cookie name prefix: the cookie for room `shop` is called `<cookie>_shop`."""
     ttl: Duration = Field(1800.0, le=30 * 86400)
@@ -181,7 +98,7 @@ class SessionConfig(_Model):
     def _cookie_token(cls, name: str) -> str:
         if not _COOKIE_NAME.fullmatch(name):  # fullmatch: `$` would let a trailing newline in
             raise ValueError(
-                f"not a valid cookie name (RFC 6265 token, at most 64 characters): {_short(name)}"
+                f"not a valid cookie name (RFC 6265 token, at most 64 characters): {short_repr(name)}"
             )
         return name
 
@@ -193,22 +110,7 @@ class SessionConfig(_Model):
         return seconds
 
 
-class ClientIPConfig(_Model):
-    trusted_proxies: int = Field(0, ge=0, le=16)
-    """How many X-Forwarded-For hops were added by proxies we trust (1 behind the Istio gateway)."""
-    header: str | None = None
-    """A header set by a trusted proxy that holds the client address, e.g. X-Envoy-External-Address."""
-
-
-class Match(_Model):
-    path_prefix: PathPrefix = "/"
-    """The paths covered, in canonical form (`/shop`, not `//shop`, `/%73hop` or `/a/../shop`: refused,
-    naming the form to write)."""
-    host: Host = None
-    """Only this host (needs mitmdump's `keep_host_header`)."""
-
-
-class RoomConfig(_Model):
+class RoomConfig(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     """Letters, digits, `_` and `-`; used in cookie names and store keys."""
     match: Match = Match()
@@ -273,126 +175,7 @@ class RoomConfig(_Model):
         return self.grace if self.grace is not None else max(5.0, 2 * self.retry_after)
 
 
-class RateLimitMatch(Match):
-    methods: list[str] | None = None
-    """Only these methods (a rule's `match` must match in all its fields)."""
-
-    @field_validator("methods")
-    @classmethod
-    def _upper(cls, methods: list[str] | None) -> list[str] | None:
-        return None if methods is None else [m.upper() for m in methods]
-
-
-_KEY = r"^(ip|global|header:[A-Za-z0-9-]+|jwt:[A-Za-z0-9_.-]+)$"
-
-
-class RateLimitConfig(_Model):
-    """A rule: at most `limit` requests per `per` for each key, across all replicas sharing a store."""
-
-    name: str = Field(pattern=NAME_PATTERN)
-    """Letters, digits, `_` and `-`; shows in headers and logs."""
-    match: RateLimitMatch = RateLimitMatch()
-    key: str = Field("ip", pattern=_KEY)
-    """What is counted: `ip`, `header:NAME`, `jwt:CLAIM` or `global`."""
-    fallback: str | None = Field(None, pattern=_KEY)
-    """The key to use when `key` has no value (header missing, JWT missing or invalid); without one,
-    such requests are not counted by this rule."""
-    limit: int = Field(ge=1, le=10_000_000)
-    """At most `limit` requests per `per` for each key."""
-    per: Duration = Field(1.0, le=86400)
-    """The interval `limit` is counted over (at least 1ms)."""
-    algorithm: Literal["sliding_window", "sliding_log", "gcra"] = "sliding_window"
-    """How requests are counted."""
-    burst: int | None = Field(None, ge=1, le=10_000_000)
-    """`gcra` only: how many requests may come at once."""
-    action: str = Field("reject", pattern=r"^(reject|delay|upstream:https?://\S+)$")
-    """`reject` (429), `delay` (hold up to `max_delay`, then 429), or `upstream:URL` (send the request
-    to another upstream)."""
-    max_delay: Duration = 1.0
-    """With `action: delay`, the longest a request is held before it is refused instead (at most 30s)."""
-    shadow: bool = False
-    """Count and log, never enforce: a dry run for a new rule."""
-
-    @field_validator("per")
-    @classmethod
-    def _per_positive(cls, seconds: float) -> float:
-        if seconds < 0.001:
-            raise ValueError("must be at least 1ms")
-        return seconds
-
-    @field_validator("max_delay")
-    @classmethod
-    def _bounded_delay(cls, seconds: float) -> float:
-        if seconds > 30:
-            raise ValueError("must be at most 30s (a held request holds a connection)")
-        return seconds
-
-
-class JWTConfig(_Model):
-    header: str = "Authorization"
-    """The header holding the token, as `Bearer <token>`."""
-    algorithms: list[Literal["HS256", "HS384", "HS512", "RS256", "ES256"]] = ["HS256"]
-    """The algorithms a signature may use (`none` can never be allowed)."""
-    secret_env: str | None = "WAITROOM_JWT_SECRET"
-    """The environment variable holding the secret that HS* tokens are checked with."""
-    public_key_file: Path | None = None
-    """A PEM public key that RS*/ES* tokens are checked with."""
-    jwks_file: Path | None = None
-    """A JWKS file that RS*/ES* tokens are checked with (the key chosen by `kid`)."""
-    audience: str | None = None
-    """When set, the `aud` a token must carry."""
-    issuer: str | None = None
-    """When set, the `iss` a token must carry."""
-    leeway: Duration = Field(30.0, le=3600)
-    """Clock leeway for `exp` and `nbf`."""
-
-
-class AdminConfig(_Model):
-    host: str = "127.0.0.1"
-    """Address of the admin port; 0.0.0.0 in a pod, so probes and Prometheus reach it."""
-    port: int | None = Field(None, ge=1, le=65535)
-    """The admin port (/metrics, /healthz, /readyz, /admin/...); none: no admin server."""
-    token_env: str = Field("WAITROOM_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    """Environment variable holding the admin API's bearer token; unset or empty: the API is off."""
-    shutdown_delay: Duration = Field(0.0, le=3600)
-    """On SIGTERM: /readyz turns 503 at once and the proxy keeps serving this long, so load balancers
-    that poll readiness stop sending; then it stops accepting. 0: the chart's preStop sleep does it."""
-    drain: Duration = Field(10.0, le=3600)
-    """After the shutdown delay: requests in flight get this long to finish, then the process exits."""
-
-
-_DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-"""A Kubernetes object name of the DNS-1123 label kind: Services and namespaces."""
-
-
-class ClusterConfig(_Model):
-    """Cluster awareness (kube.py): nothing of it runs outside a Kubernetes pod."""
-
-    discover_replicas: bool = False
-    """In a Kubernetes pod, count the proxy's ready replicas from its Service's EndpointSlices;
-    `on_error: local` divides limits by that live count instead of the fixed `store.replicas` (which
-    stays the fallback). Outside a pod it does nothing."""
-    service: str | None = Field(None, pattern=_DNS_LABEL)
-    """The proxy's own Service, whose EndpointSlices are watched (required with `discover_replicas`)."""
-    namespace: str | None = Field(None, pattern=_DNS_LABEL)
-    """The Service's namespace; empty: the pod's own."""
-
-    @model_validator(mode="after")
-    def _service_named(self) -> Self:
-        if self.discover_replicas and not self.service:
-            raise ValueError("cluster.service: discover_replicas needs the name of the proxy's own Service")
-        return self
-
-
-class DecisionLogConfig(_Model):
-    format: Literal["off", "json"] = "off"
-    """With `json`, one JSON line per sampled decision on the log (never cookies, tokens or queries)."""
-    sample: float = Field(0.01, gt=0, le=1)
-    """The share of requests logged, one draw per request (its rule and room together), more than 0
-    and at most 1 (waiting and limited answers included at the same rate)."""
-
-
-class Config(_Model):
+class Config(StrictModel):
     store: StoreConfig = StoreConfig()
     session: SessionConfig = SessionConfig()
     client_ip: ClientIPConfig = ClientIPConfig()
