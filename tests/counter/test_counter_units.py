@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import RedisServer
 from waitroom.config import StoreConfig
-from waitroom.counter import MAX_PATH_BYTES, BadRequest, counter_path, wants_text
+from waitroom.counterhttp import MAX_PATH_BYTES, BadRequest, counter_path, wants_text
 from waitroom.store.counts import Counts, KeyReused, MemoryCounts, Put, RedisCounts, open_counts
 from waitroom.store.redis import client_from_url
 
