@@ -3,22 +3,9 @@
 `store.on_error: local` divides every limit by the number of replicas, so that the replicas together
 still admit about the limit while the shared store is down. A fixed `store.replicas` is wrong as soon
 as an HPA scales the Deployment or a pod is rolled; with `cluster.discover_replicas` the proxy counts
-the ready endpoints of its own Service instead, as kube-proxy and the Istio sidecars see them:
-
-- list the EndpointSlices labelled `kubernetes.io/service-name=<service>` in the namespace, then
-  watch them from the list's resourceVersion (bookmarks on; the server ends each watch after
-  `WATCH_TIMEOUT` seconds and it is resumed from the last resourceVersion seen);
-- a watch that expired (`410 Gone`, as an HTTP status or as an ERROR event) is answered by a new
-  list at once, since the events in between are lost;
-- API errors and connection errors are retried with a bounded exponential backoff; the last known
-  count stays in force meanwhile (an outage of the API server changes nothing for the visitors);
-- endpoints are counted once each (by their pod, since one pod appears in the IPv4 and the IPv6 slice
-  of a dual-stack Service, and in two slices for a moment while the controller moves it); an
-  endpoint counts unless `conditions.ready` is false (the API says to read an absent value as
-  ready). Too many counted replicas only lower the local limits, so in doubt we count.
-
-One log line per state change: the first count, each change of the count, the watch failing, and
-the watch working again.
+the ready endpoints of its own Service instead, as kube-proxy and the Istio sidecars see them
+(replicawatch.py: the list, the watch and how endpoints are counted). This module finds the API and
+starts the watch.
 
 Nothing here runs outside a pod: without `KUBERNETES_SERVICE_HOST` the proxy does not start the
 watcher (and so needs no API access when it runs on a laptop or in the tests).
@@ -33,27 +20,46 @@ mounted beside it. (A ConfigMap mounted with `subPath` is never updated: the cha
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import random
-import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+
+from waitroom.replicawatch import (
+    GONE,
+    REQUEST_TIMEOUT,
+    SERVICE_NAME_LABEL,
+    WATCH_TIMEOUT,
+    EndpointSliceLister,
+    ReplicaWatcher,
+    WatchExpired,
+    WatchState,
+    WatchStats,
+    count_ready,
+    describe,
+)
+
+__all__ = [
+    "GONE",
+    "NAMESPACE_FILE",
+    "REQUEST_TIMEOUT",
+    "SERVICE_NAME_LABEL",
+    "WATCH_TIMEOUT",
+    "EndpointSliceLister",
+    "ReplicaWatcher",
+    "WatchExpired",
+    "WatchState",
+    "WatchStats",
+    "count_ready",
+    "discovery_api",
+    "in_cluster",
+    "pod_namespace",
+    "start_replica_watch",
+]
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-"""The label the EndpointSlice controller puts on the slices of a Service."""
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-WATCH_TIMEOUT = 240
-"""Seconds after which the API server ends a watch (it is resumed from the last resourceVersion)."""
-REQUEST_TIMEOUT = 10.0
-"""Bound on connecting and on a list; a watch may be idle for WATCH_TIMEOUT, plus this margin."""
-GONE = 410
 
 
 def in_cluster(environ: Mapping[str, str] = os.environ) -> bool:
@@ -72,10 +78,6 @@ def pod_namespace(environ: Mapping[str, str] = os.environ, namespace_file: Path 
         return "default"
 
 
-EndpointSliceLister = Any
-"""A `kubernetes.client.DiscoveryV1Api`: the watcher calls its `list_namespaced_endpoint_slice`."""
-
-
 def discovery_api(environ: Mapping[str, str] = os.environ) -> EndpointSliceLister:
     """An API client with the pod's service account; or, when KUBECONFIG names a file, with that
     file's current context (a proxy run by hand against a cluster, and the tests)."""
@@ -87,262 +89,6 @@ def discovery_api(environ: Mapping[str, str] = os.environ) -> EndpointSliceListe
     else:
         config.load_incluster_config(client_configuration=configuration)
     return client.DiscoveryV1Api(client.ApiClient(configuration))
-
-
-def count_ready(slices: Iterable[Mapping[str, Any]]) -> int:
-    """Distinct endpoints that are not marked not-ready, over all the slices of one Service."""
-    seen: set[tuple[str, ...]] = set()
-    for piece in slices:
-        for endpoint in piece.get("endpoints") or ():
-            if (endpoint.get("conditions") or {}).get("ready") is False:
-                continue
-            ref = endpoint.get("targetRef") or {}
-            if ref.get("name"):
-                seen.add(("ref", str(ref.get("kind", "")), str(ref.get("namespace", "")), str(ref["name"])))
-            else:
-                seen.add(("addresses", *sorted(map(str, endpoint.get("addresses") or ()))))
-    return len(seen)
-
-
-class WatchState(StrEnum):
-    STARTING = "starting"
-    WATCHING = "watching"
-    FAILING = "failing"
-    STOPPED = "stopped"
-
-
-class WatchExpired(Exception):
-    """The resourceVersion we watched from is gone: list again."""
-
-
-@dataclass
-class WatchStats:
-    lists: int = 0
-    """Successful lists."""
-    expired: int = 0
-    """Watches that ended with 410 Gone (each followed by a list at once)."""
-    failures: int = 0
-    """Failed calls, each followed by a backoff."""
-    events: int = 0
-    """Watch events received (bookmarks included)."""
-
-
-class ReplicaWatcher:
-    """Keeps `ready` equal to the number of ready endpoints of one Service, in a thread of its own.
-
-    `ready` is None until the first list answered; then the last count known, also while the API
-    cannot be reached. Reading it from another thread is safe (one attribute, replaced whole).
-    """
-
-    def __init__(
-        self,
-        api: EndpointSliceLister,
-        namespace: str,
-        service: str,
-        *,
-        on_change: Callable[[int], None] | None = None,
-        backoff: tuple[float, float] = (0.5, 30.0),
-        watch_timeout: int = WATCH_TIMEOUT,
-        request_timeout: float = REQUEST_TIMEOUT,
-    ) -> None:
-        self.api = api
-        self.namespace = namespace
-        self.service = service
-        self.on_change = on_change
-        self.backoff_first, self.backoff_max = backoff
-        self.watch_timeout = watch_timeout
-        self.request_timeout = request_timeout
-        self.ready: int | None = None
-        self.state = WatchState.STARTING
-        self.stats = WatchStats()
-        self._slices: dict[str, Mapping[str, Any]] = {}
-        self._resource_version: str | None = None
-        self._events_since_list = 0
-        self._stopping = threading.Event()
-        self._changed = threading.Condition()
-        self._lock = threading.Lock()
-        self._watch: Any = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def selector(self) -> str:
-        return f"{SERVICE_NAME_LABEL}={self.service}"
-
-    # --- control --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="waitroom: replica watch", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Stop the thread; True when it ended within `timeout` (a daemon thread never holds the
-        process anyway). Blocks: call it with asyncio.to_thread from a loop."""
-        self._stopping.set()
-        with self._lock:
-            if self._watch is not None:
-                self._watch.stop()  # shuts the stream's socket down, so a blocked read returns
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                return False
-        self._set_state(WatchState.STOPPED)
-        return True
-
-    def wait_for(self, condition: Callable[[ReplicaWatcher], bool], timeout: float) -> bool:
-        """Block until `condition(self)` holds (checked on every change), at most `timeout` seconds."""
-        with self._changed:
-            return self._changed.wait_for(lambda: condition(self), timeout)
-
-    def _notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
-
-    # --- the loop ---------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        delay = self.backoff_first
-        must_list = True
-        while not self._stopping.is_set():
-            try:
-                if must_list:
-                    self._list()
-                    must_list = False
-                self._watch_once()
-                delay = self.backoff_first  # a watch the server ended normally: resume it
-            except WatchExpired:
-                self.stats.expired += 1
-                log.debug("waitroom: cluster: watch of %s expired (410 Gone); listing again", self.selector)
-                must_list = True
-                self._notify()
-                if self._events_since_list == 0:  # expired again at once: do not spin on the server
-                    self._stopping.wait(random.uniform(delay / 2, delay))
-                    delay = min(delay * 2, self.backoff_max)
-            except Exception as e:
-                if self._stopping.is_set():
-                    break
-                self.stats.failures += 1
-                must_list = True
-                if self.state is not WatchState.FAILING:
-                    log.warning(
-                        "waitroom: cluster: cannot watch the EndpointSlices of service %s/%s (%s); "
-                        "keeping %s, retrying with backoff up to %gs",
-                        self.namespace,
-                        self.service,
-                        _describe(e),
-                        f"{self.ready} ready replica(s)" if self.ready is not None else "store.replicas",
-                        self.backoff_max,
-                    )
-                self._set_state(WatchState.FAILING)
-                self._notify()
-                # Full jitter: replicas that lost the API server together do not return together.
-                self._stopping.wait(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, self.backoff_max)
-        self._set_state(WatchState.STOPPED)
-
-    def _list(self) -> None:
-        response = self.api.list_namespaced_endpoint_slice(
-            self.namespace,
-            label_selector=self.selector,
-            _preload_content=False,
-            _request_timeout=self.request_timeout,
-        )
-        try:
-            body = json.loads(response.data)
-        finally:
-            response.release_conn()
-        self._slices = {
-            _name(item): item for item in body.get("items") or () if self._ours(item) and _name(item)
-        }
-        self._resource_version = (body.get("metadata") or {}).get("resourceVersion") or None
-        self._events_since_list = 0
-        self.stats.lists += 1
-        self._recount()
-
-    def _watch_once(self) -> None:
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
-        stream = watch.Watch(return_type="object")  # plain dicts: no model to reject a field
-        with self._lock:
-            if self._stopping.is_set():
-                return
-            self._watch = stream
-        kwargs: dict[str, Any] = {
-            "label_selector": self.selector,
-            "allow_watch_bookmarks": True,
-            "timeout_seconds": self.watch_timeout,  # also turns off the client's own 410 retry
-            "_request_timeout": (self.request_timeout, self.watch_timeout + self.request_timeout),
-        }
-        if self._resource_version:
-            kwargs["resource_version"] = self._resource_version
-        try:
-            for event in stream.stream(self.api.list_namespaced_endpoint_slice, self.namespace, **kwargs):
-                self._apply(event["type"], event["raw_object"])
-        except ApiException as e:
-            if e.status == GONE:
-                raise WatchExpired from None
-            raise
-        finally:
-            with self._lock:
-                self._watch = None
-
-    def _apply(self, kind: str, obj: Mapping[str, Any]) -> None:
-        self._events_since_list += 1
-        self.stats.events += 1
-        version = (obj.get("metadata") or {}).get("resourceVersion")
-        if version:
-            self._resource_version = str(version)
-        if kind == "BOOKMARK" or not self._ours(obj) or not _name(obj):
-            self._notify()
-            return
-        if kind == "DELETED":
-            self._slices.pop(_name(obj), None)
-        elif kind in ("ADDED", "MODIFIED"):
-            self._slices[_name(obj)] = obj
-        self._recount()
-
-    def _ours(self, obj: Mapping[str, Any]) -> bool:
-        # The server filters by the label selector; checking again costs nothing.
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        return bool(labels.get(SERVICE_NAME_LABEL) == self.service)
-
-    def _recount(self) -> None:
-        count = count_ready(self._slices.values())
-        previous, self.ready = self.ready, count
-        if self.state is not WatchState.WATCHING:
-            if self.state is WatchState.FAILING:
-                log.info("waitroom: cluster: watching the EndpointSlices of %s/%s again", *self._where())
-            self._set_state(WatchState.WATCHING)
-        if count != previous:
-            if previous is None:
-                log.info("waitroom: cluster: service %s/%s has %d ready replica(s)", *self._where(), count)
-            else:
-                log.info("waitroom: cluster: replicas of %s/%s: %d → %d", *self._where(), previous, count)
-            if self.on_change is not None:
-                try:
-                    self.on_change(count)
-                except Exception:
-                    log.exception("waitroom: cluster: a replica-count listener failed")
-        self._notify()
-
-    def _where(self) -> tuple[str, str]:
-        return self.namespace, self.service
-
-    def _set_state(self, state: WatchState) -> None:
-        self.state = state
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "")
-
-
-def _describe(error: Exception) -> str:
-    status = getattr(error, "status", None)
-    reason = getattr(error, "reason", None)
-    if status:
-        return f"HTTP {status} {reason or ''}".strip()
-    return f"{type(error).__name__}: {error}"[:200]
 
 
 def start_replica_watch(
@@ -362,7 +108,7 @@ def start_replica_watch(
     try:
         api = discovery_api(environ)
     except Exception as e:
-        log.error("waitroom: cluster: no Kubernetes API client (%s); store.replicas applies", _describe(e))
+        log.error("waitroom: cluster: no Kubernetes API client (%s); store.replicas applies", describe(e))
         return None
     watcher = ReplicaWatcher(api, namespace or pod_namespace(environ), service, on_change=on_change)
     watcher.start()
