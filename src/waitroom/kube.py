@@ -25,17 +25,16 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from waitroom.endpointslices import SERVICE_NAME_LABEL, count_ready
 from waitroom.replicawatch import (
     GONE,
     REQUEST_TIMEOUT,
-    SERVICE_NAME_LABEL,
     WATCH_TIMEOUT,
     EndpointSliceLister,
     ReplicaWatcher,
     WatchExpired,
     WatchState,
     WatchStats,
-    count_ready,
     describe,
 )
 

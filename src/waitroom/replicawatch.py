@@ -23,15 +23,15 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from waitroom.endpointslices import SERVICE_NAME_LABEL, ServiceSlices
+
 log = logging.getLogger("waitroom.kube")  # cluster awareness's one logger, as before the split
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-"""The label the EndpointSlice controller puts on the slices of a Service."""
 WATCH_TIMEOUT = 240
 """Seconds after which the API server ends a watch (it is resumed from the last resourceVersion)."""
 REQUEST_TIMEOUT = 10.0
@@ -40,21 +40,6 @@ GONE = 410
 
 EndpointSliceLister = Any
 """A `kubernetes.client.DiscoveryV1Api`: the watcher calls its `list_namespaced_endpoint_slice`."""
-
-
-def count_ready(slices: Iterable[Mapping[str, Any]]) -> int:
-    """Distinct endpoints that are not marked not-ready, over all the slices of one Service."""
-    seen: set[tuple[str, ...]] = set()
-    for piece in slices:
-        for endpoint in piece.get("endpoints") or ():
-            if (endpoint.get("conditions") or {}).get("ready") is False:
-                continue
-            ref = endpoint.get("targetRef") or {}
-            if ref.get("name"):
-                seen.add(("ref", str(ref.get("kind", "")), str(ref.get("namespace", "")), str(ref["name"])))
-            else:
-                seen.add(("addresses", *sorted(map(str, endpoint.get("addresses") or ()))))
-    return len(seen)
 
 
 class WatchState(StrEnum):
@@ -108,9 +93,7 @@ class ReplicaWatcher:
         self.ready: int | None = None
         self.state = WatchState.STARTING
         self.stats = WatchStats()
-        self._slices: dict[str, Mapping[str, Any]] = {}
-        self._resource_version: str | None = None
-        self._events_since_list = 0
+        self._seen = ServiceSlices(service)
         self._stopping = threading.Event()
         self._changed = threading.Condition()
         self._lock = threading.Lock()
@@ -168,7 +151,7 @@ class ReplicaWatcher:
                 log.debug("waitroom: cluster: watch of %s expired (410 Gone); listing again", self.selector)
                 must_list = True
                 self._notify()
-                if self._events_since_list == 0:  # expired again at once: do not spin on the server
+                if self._seen.events_since_list == 0:  # expired again at once: do not spin on the server
                     self._stopping.wait(random.uniform(delay / 2, delay))
                     delay = min(delay * 2, self.backoff_max)
             except Exception as e:
@@ -204,11 +187,7 @@ class ReplicaWatcher:
             body = json.loads(response.data)
         finally:
             response.release_conn()
-        self._slices = {
-            _name(item): item for item in body.get("items") or () if self._ours(item) and _name(item)
-        }
-        self._resource_version = (body.get("metadata") or {}).get("resourceVersion") or None
-        self._events_since_list = 0
+        self._seen.listed(body)
         self.stats.lists += 1
         self._recount()
 
@@ -227,8 +206,8 @@ class ReplicaWatcher:
             "timeout_seconds": self.watch_timeout,  # also turns off the client's own 410 retry
             "_request_timeout": (self.request_timeout, self.watch_timeout + self.request_timeout),
         }
-        if self._resource_version:
-            kwargs["resource_version"] = self._resource_version
+        if self._seen.resource_version:
+            kwargs["resource_version"] = self._seen.resource_version
         try:
             for event in stream.stream(self.api.list_namespaced_endpoint_slice, self.namespace, **kwargs):
                 self._apply(event["type"], event["raw_object"])
@@ -241,27 +220,14 @@ class ReplicaWatcher:
                 self._watch = None
 
     def _apply(self, kind: str, obj: Mapping[str, Any]) -> None:
-        self._events_since_list += 1
         self.stats.events += 1
-        version = (obj.get("metadata") or {}).get("resourceVersion")
-        if version:
-            self._resource_version = str(version)
-        if kind == "BOOKMARK" or not self._ours(obj) or not _name(obj):
+        if self._seen.apply(kind, obj):
+            self._recount()
+        else:
             self._notify()
-            return
-        if kind == "DELETED":
-            self._slices.pop(_name(obj), None)
-        elif kind in ("ADDED", "MODIFIED"):
-            self._slices[_name(obj)] = obj
-        self._recount()
-
-    def _ours(self, obj: Mapping[str, Any]) -> bool:
-        # The server filters by the label selector; checking again costs nothing.
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        return bool(labels.get(SERVICE_NAME_LABEL) == self.service)
 
     def _recount(self) -> None:
-        count = count_ready(self._slices.values())
+        count = self._seen.ready()
         previous, self.ready = self.ready, count
         if self.state is not WatchState.WATCHING:
             if self.state is WatchState.FAILING:
@@ -284,10 +250,6 @@ class ReplicaWatcher:
 
     def _set_state(self, state: WatchState) -> None:
         self.state = state
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "")
 
 
 def describe(error: Exception) -> str:
