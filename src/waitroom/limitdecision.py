@@ -67,6 +67,30 @@ class LimitDecision:
     shed: str | None = None
     """Refused because the proxy was too busy to get the store's answer in time (see guard.py)."""
 
+    @classmethod
+    def refused_by(
+        cls,
+        rule: RateLimitConfig,
+        result: RateResult,
+        shadow: tuple[str, ...],
+        degraded: StoreErrorPolicy | None,
+        *,
+        cached: bool = False,
+        fallbacks: tuple[Fallback, ...] = (),
+    ) -> LimitDecision:
+        """`rule` refused: limited, or rerouted when its action is `upstream:URL`."""
+        rerouted = rule.action.startswith("upstream:")
+        return cls(
+            LimitOutcome.REROUTED if rerouted else LimitOutcome.LIMITED,
+            rule,
+            result,
+            upstream=rule.action.removeprefix("upstream:") if rerouted else None,
+            shadow_limited=shadow,
+            fallbacks=fallbacks,
+            degraded=degraded,
+            cached=cached,
+        )
+
     @property
     def ends_request(self) -> bool:
         """Refused, or sent to another upstream: the request goes no further (no room is asked)."""

@@ -123,7 +123,7 @@ class RateLimiter:
         METRICS.shed.labels(reason).inc()
         for check, rule in zip(checks, rules, strict=True):
             if not check.shadow:
-                decision = self._refusal(
+                decision = LimitDecision.refused_by(
                     rule, RateResult(False, 0, 1.0), (), None, fallbacks=tuple(fallbacks)
                 )
                 return dataclasses.replace(decision, shed=reason)
@@ -138,7 +138,7 @@ class RateLimiter:
                 continue
             if rule.action == "delay":
                 return None  # a delayed request needs the store's word after its wait
-            return self._refusal(rule, result, (), None, cached=True)
+            return LimitDecision.refused_by(rule, result, (), None, cached=True)
         return None
 
     async def _hit(self, checks: list[RateCheck]) -> tuple[list[RateResult], StoreErrorPolicy | None]:
@@ -169,7 +169,7 @@ class RateLimiter:
             if not result.allowed and not check.shadow:
                 if rule.action != "delay":
                     self._over.remember(check, result)
-                return self._refusal(rule, result, shadow, degraded, fallbacks=tuple(fallbacks))
+                return LimitDecision.refused_by(rule, result, shadow, degraded, fallbacks=tuple(fallbacks))
         # Allowed: the headers describe the enforcing rule closest to its limit.
         enforcing = [(r, res) for c, r, res in zip(checks, rules, results, strict=True) if not c.shadow]
         if not enforcing:
@@ -183,37 +183,6 @@ class RateLimiter:
         outcome = LimitOutcome.SHADOW_LIMITED if shadow else LimitOutcome.ALLOWED
         return LimitDecision(
             outcome, rule, result, shadow_limited=shadow, fallbacks=tuple(fallbacks), degraded=degraded
-        )
-
-    def _refusal(
-        self,
-        rule: RateLimitConfig,
-        result: RateResult,
-        shadow: tuple[str, ...],
-        degraded: StoreErrorPolicy | None,
-        *,
-        cached: bool = False,
-        fallbacks: tuple[Fallback, ...] = (),
-    ) -> LimitDecision:
-        if rule.action.startswith("upstream:"):
-            return LimitDecision(
-                LimitOutcome.REROUTED,
-                rule,
-                result,
-                upstream=rule.action.removeprefix("upstream:"),
-                shadow_limited=shadow,
-                fallbacks=fallbacks,
-                degraded=degraded,
-                cached=cached,
-            )
-        return LimitDecision(
-            LimitOutcome.LIMITED,
-            rule,
-            result,
-            shadow_limited=shadow,
-            fallbacks=fallbacks,
-            degraded=degraded,
-            cached=cached,
         )
 
     async def _delay(
