@@ -114,15 +114,15 @@ class Counter:
             try:
                 size = human.parse_size(ctx.options.counter_max_body)
             except ValueError as e:
-                raise exceptions.OptionsError(f"counter_max_body: {e}") from None
+                raise _option_error(f"counter_max_body: {e}") from None
             self.max_body = size if size is not None else 64 * 1024
         if "counter_idempotency_window" in updated:
             try:
                 window = parse_duration(ctx.options.counter_idempotency_window)
             except ValueError as e:
-                raise exceptions.OptionsError(f"counter_idempotency_window: {e}") from None
+                raise _option_error(f"counter_idempotency_window: {e}") from None
             if window <= 0:
-                raise exceptions.OptionsError("counter_idempotency_window: must be longer than 0s")
+                raise _option_error("counter_idempotency_window: must be longer than 0s")
             self.key_window = window
             if self.counts is not None:
                 self.counts.key_window = window  # the counts stay; keys stored from now on use it
@@ -141,7 +141,7 @@ class Counter:
             try:
                 return StoreConfig(url=url)
             except ValueError as e:
-                raise exceptions.OptionsError(f"counter_store: {_first_error(e)}") from None
+                raise _option_error(f"counter_store: {_first_error(e)}") from None
         waitroom_config = getattr(ctx.options, "waitroom_config", None)
         if waitroom_config is not None:
             from waitroom.config import DEFAULT_CONFIG
@@ -236,6 +236,11 @@ class Counter:
 
 def _response(result: Answer) -> http.Response:
     return http.Response.make(result.status, result.body, result.headers)
+
+
+def _option_error(message: str) -> exceptions.OptionsError:
+    """mitmproxy keeps an option's old value when `configure` raises this (its class is untyped)."""
+    return exceptions.OptionsError(message)  # type: ignore[no-untyped-call]
 
 
 def _first_error(e: ValueError) -> str:
