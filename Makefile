@@ -62,7 +62,8 @@ BENCH_ARGS ?=
 bench: setup system-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# The config reference in docs/config.md, generated from config.py's models (`make test` checks it).
+# The config reference in docs/config.md, generated from config.py's models and the options the
+# addons declare (`make test` checks it).
 docs: setup
 	$(BIN)/python -m waitroom.configdoc
 

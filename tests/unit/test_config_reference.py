@@ -1,4 +1,5 @@
-"""docs/config.md's key table is generated from config.py's models (`make docs`): it must be current."""
+"""docs/config.md's key table is generated from config.py's models and its options table from the
+addons' load() (`make docs`): both must be current."""
 
 from __future__ import annotations
 
@@ -41,9 +42,43 @@ def test_defaults_are_written_as_in_the_file() -> None:
 
 def test_check_mode_reports_a_stale_file(tmp_path, monkeypatch) -> None:
     stale = tmp_path / "config.md"
-    stale.write_text(f"# x\n{configdoc.BEGIN}\n| old |\n{configdoc.END}\n", encoding="utf-8")
+    stale.write_text(
+        f"# x\n{configdoc.BEGIN}\n| old |\n{configdoc.END}\n"
+        f"{configdoc.BEGIN_OPTIONS}\n| old |\n{configdoc.END_OPTIONS}\n",
+        encoding="utf-8",
+    )
     monkeypatch.setattr(configdoc, "DOC", stale)
     assert configdoc.main(["--check"]) == 1
     assert configdoc.main([]) == 0
     assert configdoc.main(["--check"]) == 0
     assert "`store.url`" in stale.read_text(encoding="utf-8")
+    assert "`waitroom_config`" in stale.read_text(encoding="utf-8")
+
+
+def test_every_option_the_addons_declare_is_in_the_options_table() -> None:
+    names = [name for name, _, _ in configdoc.option_rows()]
+    assert {"waitroom_config", "waitroom_replay", "waitroom_max_connections", "counter_store"} <= set(names)
+    assert len(names) == len(set(names))
+    assert all(name.startswith(("waitroom_", "counter_")) for name in names)
+    assert set(configdoc.OPTION_DEFAULT_TEXT) <= set(names)
+    assert set(configdoc.OPTION_SEE) <= set(names)
+
+
+def test_options_are_collected_from_an_entry_point_and_its_sub_addons(tmp_path) -> None:
+    script = tmp_path / "entry.py"
+    script.write_text(
+        "class Part:\n"
+        "    def load(self, loader):\n"
+        "        loader.add_option('part_size', int, 3, 'How big.')\n"
+        "class Whole:\n"
+        "    def __init__(self):\n"
+        "        self.addons = [Part()]\n"
+        "    def load(self, loader):\n"
+        "        loader.add_option('whole_on', bool, True, 'On or off.')\n"
+        "addons = [Whole()]\n",
+        encoding="utf-8",
+    )
+    assert configdoc.declared_options((script,)) == [
+        ("whole_on", True, "On or off."),
+        ("part_size", 3, "How big."),
+    ]
