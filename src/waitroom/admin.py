@@ -46,6 +46,28 @@ from waitroom.adminviews import Operated
 log = logging.getLogger(__name__)
 
 
+def application(operated: Operated, token: str | None) -> Application:
+    """The admin port's routes; AdminServer serves them (the tests serve them on a socket of their own)."""
+    settings = {"operated": operated, "token": token}
+    return Application(
+        [
+            (r"/healthz", Healthz, settings),
+            (r"/readyz", Readyz, settings),
+            (r"/metrics", Metrics, settings),
+            (r"/admin/status", Status, settings),
+            (r"/admin/rooms", Rooms, settings),
+            (r"/admin/rooms/([^/]+)", Room, settings),
+            (r"/admin/rooms/([^/]+)/([^/]+)", RoomAction, settings),
+            (r"/admin/rules", Rules, settings),
+            (r"/admin/rules/([^/]+)", Rule, settings),
+            (r"/admin/rules/([^/]+)/([^/]+)", RuleAction, settings),
+        ],
+        log_function=_log_request,
+        default_handler_class=NotFound,
+        default_handler_args=settings,
+    )
+
+
 class AdminServer:
     def __init__(self, operated: Operated, token: str | None) -> None:
         self.operated = operated
@@ -53,25 +75,7 @@ class AdminServer:
         self._server: HTTPServer | None = None
 
     def start(self, host: str, port: int) -> None:
-        settings = {"operated": self.operated, "token": self.token}
-        app = Application(
-            [
-                (r"/healthz", Healthz, settings),
-                (r"/readyz", Readyz, settings),
-                (r"/metrics", Metrics, settings),
-                (r"/admin/status", Status, settings),
-                (r"/admin/rooms", Rooms, settings),
-                (r"/admin/rooms/([^/]+)", Room, settings),
-                (r"/admin/rooms/([^/]+)/([^/]+)", RoomAction, settings),
-                (r"/admin/rules", Rules, settings),
-                (r"/admin/rules/([^/]+)", Rule, settings),
-                (r"/admin/rules/([^/]+)/([^/]+)", RuleAction, settings),
-            ],
-            log_function=_log_request,
-            default_handler_class=NotFound,
-            default_handler_args=settings,
-        )
-        self._server = HTTPServer(app, max_body_size=MAX_BODY * 64)
+        self._server = HTTPServer(application(self.operated, self.token), max_body_size=MAX_BODY * 64)
         self._server.listen(port, host)
         log.info(
             "waitroom: admin port on http://%s:%d (admin API %s)", host, port, "on" if self.token else "off"
