@@ -146,12 +146,19 @@ async def test_delay_reroute_and_shadow() -> None:
         Clock(),
     )
     assert (await delay.decide(facts())).outcome is LimitOutcome.ALLOWED
-    real = RateLimiter(delay.config, MemoryStore(time.time), None, time.time)
+    held = Clock()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the held request waits on the test's clock
+        slept.append(seconds)
+        held.now += seconds
+
+    real = RateLimiter(delay.config, MemoryStore(held), None, held, sleep=sleep)
     await real.decide(facts())
-    started = time.monotonic()
     delayed = await real.decide(facts())
     assert delayed.outcome is LimitOutcome.DELAYED
-    assert 0.1 < time.monotonic() - started < 1.0
+    assert slept == [delayed.delayed_for]
+    assert 0 < delayed.delayed_for <= 2 * 0.2  # the sliding window frees a slot within two windows
     too_long = limiter(
         [{"name": "d", "key": "global", "limit": 1, "per": "10s", "action": "delay", "max_delay": "1s"}],
         clock,
