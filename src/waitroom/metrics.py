@@ -5,7 +5,7 @@ the admin server exposes it. Label values are bounded by the config (room and ru
 operations, reasons); a client IP, key or token never becomes a label.
 
 Gauges that describe live state (a room's window fill, its block, the store's health) are set just
-before each scrape by the admin server (see admin.py), from one store read per room.
+before each scrape by the admin server (see adminviews.py), from one store read per room.
 """
 
 from __future__ import annotations
