@@ -78,18 +78,7 @@ async def test_status_room_and_rule_commands(
         assert status == 0
         lines = out.splitlines()
         assert lines[0] == "ready: True   store: ok"
-        assert lines[3].split() == [
-            "ROOM",
-            "MATCH",
-            "MODE",
-            "LIMIT",
-            "IN",
-            "WINDOW",
-            "BLOCKED",
-            "BLOCK",
-            "FOR",
-            "STORE",
-        ]
+        assert lines[3] == "ROOM  MATCH                MODE    LIMIT  IN WINDOW  BLOCKED  BLOCK FOR  STORE"
         assert lines[4].split() == ["shop", "/shop", "normal", "2/1m", "0", "no", "30s", "ok"]
         assert lines[5].split()[:3] == ["news", "/news", "@news.example"]
         assert any(
