@@ -21,6 +21,7 @@ CONFIG = """
 rooms:
   - {name: shop, match: {path_prefix: /shop}, new_sessions: 2, window: 60s, block_for: 30s}
   - {name: news, match: {path_prefix: /news, host: news.example}, new_sessions: 5}
+  - {name: line, match: {path_prefix: /line}, new_sessions: 1, queue: fifo}
 rate_limits:
   - {name: api, match: {path_prefix: /api}, key: global, limit: 5, per: 1m}
 """

@@ -59,12 +59,10 @@ async def test_status_lists_rooms_and_rules_with_readiness(admin_proxy: Proxy) -
     async with serving(admin_proxy.operated) as url:
         status = (await call(url, "GET", "/admin/status")).json()
         assert (status["ready"], status["store"]) == (True, "ok")
-        assert [r["name"] for r in status["rooms"]] == ["shop", "news"]
+        assert [r["name"] for r in status["rooms"]] == ["shop", "news", "line"]
         assert [r["name"] for r in status["rules"]] == ["api"]
-        assert [r["name"] for r in (await call(url, "GET", "/admin/rooms")).json()["rooms"]] == [
-            "shop",
-            "news",
-        ]
+        rooms = (await call(url, "GET", "/admin/rooms")).json()["rooms"]
+        assert [r["name"] for r in rooms] == ["shop", "news", "line"]
         assert (await call(url, "GET", "/admin/rooms/news")).json()["match"]["host"] == "news.example"
         missing = await call(url, "GET", "/admin/rooms/nope")
         assert (missing.status_code, missing.json()) == (404, {"error": "no room named 'nope'"})

@@ -3,6 +3,8 @@ runtime on the embedded store (tests/ops drives the same through a real mitmdump
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.unit.adminport import Proxy, RuntimeOperated
@@ -50,7 +52,7 @@ def test_ready_with_a_config_and_not_while_draining(admin_proxy: Proxy) -> None:
 async def test_room_views_show_config_overrides_and_the_stores_window(admin_proxy: Proxy) -> None:
     await fill(admin_proxy, "shop", 3)  # two admitted, the third finds the window full: blocked
     views = await room_views(admin_proxy.operated)
-    assert [v["name"] for v in views] == ["shop", "news"]
+    assert [v["name"] for v in views] == ["shop", "news", "line"]
     shop = views[0]
     assert shop["match"] == {"path_prefix": "/shop", "host": None}
     assert (shop["mode"], shop["new_sessions"], shop["window"], shop["block_for"]) == (
@@ -77,6 +79,9 @@ async def test_a_room_whose_store_read_fails_says_so_and_the_others_still_answer
                 raise StoreError("connection refused")
             return await real.room_state(policy)
 
+        async def queue_state(self, policy: Any) -> Any:
+            return await real.queue_state(policy)
+
     class Operated(RuntimeOperated):
         @property
         def store(self) -> object:
@@ -86,6 +91,17 @@ async def test_a_room_whose_store_read_fails_says_so_and_the_others_still_answer
     views = {v["name"]: v for v in await room_views(operated)}
     assert (views["shop"]["store"], views["shop"]["in_window"]) == ("failing", None)
     assert (views["news"]["store"], views["news"]["in_window"]) == ("ok", 0)
+
+
+async def test_a_fifo_room_shows_its_line(admin_proxy: Proxy) -> None:
+    await fill(admin_proxy, "line", 1)  # the one place of the window is taken: nobody waits yet
+    [line] = await room_views(admin_proxy.operated, only="line")
+    assert (line["order"], line["in_window"], line["admissions_per_minute"]) == ("fifo", 1, 1.0)
+    queue = line["queue"]
+    assert isinstance(queue, dict)
+    assert (queue["length"], queue["called"]) == (0, 0)
+    [shop] = await room_views(admin_proxy.operated, only="shop")
+    assert (shop["order"], "queue" in shop) == ("block", False)
 
 
 def test_rule_view_shows_the_limit_in_force_and_the_configured_one(admin_proxy: Proxy) -> None:

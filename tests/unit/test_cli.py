@@ -78,9 +78,13 @@ async def test_status_room_and_rule_commands(
         assert status == 0
         lines = out.splitlines()
         assert lines[0] == "ready: True   store: ok"
-        assert lines[3] == "ROOM  MATCH                MODE    LIMIT  IN WINDOW  BLOCKED  BLOCK FOR  STORE"
-        assert lines[4].split() == ["shop", "/shop", "normal", "2/1m", "0", "no", "30s", "ok"]
+        header = "ROOM  MATCH                MODE    LIMIT  IN WINDOW  BLOCKED  BLOCK FOR  LINE"
+        assert lines[3].startswith(header)
+        assert lines[3].split()[-1] == "STORE"
+        assert lines[4].split() == ["shop", "/shop", "normal", "2/1m", "0", "no", "30s", "-", "ok"]
         assert lines[5].split()[:3] == ["news", "/news", "@news.example"]
+        assert lines[6].split()[:2] == ["line", "/line"]
+        assert "0 waiting, eta " in lines[6]  # a fifo room shows its line
         assert any(
             line.split() == ["api", "global", "5/1m", "sliding_window", "reject", "False"] for line in lines
         )
