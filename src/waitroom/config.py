@@ -2,9 +2,10 @@
 
 Every section of the file is declared here or, for the store, the rules and the operator's
 sections, in storeconfig.py, ruleconfig.py and opsconfig.py (their shared field types in
-configfields.py), and every name is importable from here; each field's docstring is its line in
-docs/config.md (generated: `make docs`). Unknown keys are errors (a typo must
-not silently turn a protection off), and every error names the field it is about.
+configfields.py; reading the file safely and the one-line errors in configfile.py), and every name
+is importable from here; each field's docstring is its line in docs/config.md (generated: `make
+docs`). Unknown keys are errors (a typo must not silently turn a protection off), and every error
+names the field it is about.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 # The sections are declared beside what they configure; every name stays importable from here.
@@ -28,6 +28,7 @@ from waitroom.configfields import (
     StrictModel,
     short_repr,
 )
+from waitroom.configfile import MAX_CONFIG_BYTES, one_line, read_yaml
 from waitroom.opsconfig import AdminConfig, ClusterConfig, DecisionLogConfig
 from waitroom.ruleconfig import ClientIPConfig, JWTConfig, RateLimitConfig, RateLimitMatch
 from waitroom.storeconfig import (
@@ -75,9 +76,6 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "waitroom.yaml
 """The shipped example config; used when the `waitroom_config` option is empty."""
 
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")  # an RFC 6265 token
-
-MAX_CONFIG_BYTES = 1024 * 1024
-"""A config file is a few KB; a larger one is refused before it is parsed."""
 
 
 class SessionConfig(StrictModel):
@@ -209,27 +207,6 @@ class Config(StrictModel):
         return self
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.startswith("function-") or part in ("literal", "str", "int"):
-            continue  # validator names pydantic adds for union members; not part of the file
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-def _one_line(error: ValidationError) -> str:
-    first = error.errors(include_url=False)[0]
-    message = first["msg"].removeprefix("Value error, ")[:300]
-    where = _field_path(first["loc"])
-    if message.startswith(("rooms[", "rate_limits[", "cluster.")):  # model-level errors name their field
-        return message
-    return f"{where}: {message}" if where else message
-
-
 def parse_config(data: Any, *, base_dir: Path | None = None) -> Config:
     """Validate already-parsed YAML. Relative template paths are resolved against `base_dir`."""
     if data is None:
@@ -239,7 +216,7 @@ def parse_config(data: Any, *, base_dir: Path | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_one_line(e)) from None
+        raise ConfigError(one_line(e)) from None
     if base_dir is not None:
         rooms = [
             room.model_copy(update={"template": (base_dir / room.template).resolve()})
@@ -251,39 +228,9 @@ def parse_config(data: Any, *, base_dir: Path | None = None) -> Config:
     return config
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without aliases: a few hundred bytes of nested `*alias` references expand to gigabytes
-    (an alias bomb), and a waitroom config has no use for them."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed in a waitroom config", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
 def load_config(path: Path) -> Config:
     """Read and validate a config file; every failure is a ConfigError naming the file."""
-    try:
-        raw = path.read_bytes()
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KB: not a waitroom config")
-        text = raw.decode("utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    try:
-        data = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader that refuses aliases
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{path}: {problem}{where}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply") from None
+    data = read_yaml(path)
     try:
         return parse_config(data, base_dir=path.parent)
     except ConfigError as e:
