@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mitmproxy import http
 
-from waitroom import early, record
+from waitroom import early, record, release
 from waitroom.act import (
     EXTRA_HEADERS_KEY,
     SET_COOKIE_KEY,
@@ -87,6 +87,9 @@ class Gate:
         await self.decide(flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        loaded, response = self.runtime.loaded, flow.response
+        if loaded is not None and response is not None and release.COMMAND_HEADER in response.headers:
+            release.on_response(flow, loaded)
         add_headers(flow)
 
     async def decide(self, flow: http.HTTPFlow) -> None:
@@ -109,6 +112,12 @@ class Gate:
             return
         except Exception as e:  # a bug: nothing is known about the request, so refuse it
             self._fail_closed(flow, loaded, None, e)
+            return
+        if path == release.LEAVE_PATH:
+            try:
+                await release.leave(flow, loaded, cookie_reader(req))
+            except Exception as e:  # a bug: refused, never forwarded
+                self._fail_closed(flow, loaded, None, e)
             return
         facts = RequestFacts(host, path, req.method, peer(flow), req.headers.get, waited)
         found: Classified | None = None

@@ -129,6 +129,11 @@ class SessionCodec:
             return None
         return session.session_id
 
+    def derive(self, label: str) -> str:
+        """A value every replica sharing the signing key computes alike, that no client can: an
+        event's shuffle seed (queue.event_seed)."""
+        return hmac.new(self._keys[0], label.encode(), hashlib.sha256).hexdigest()[:32]
+
     def issue_ticket(self, room: str, session_id: str, number: int, expires_at: float) -> str:
         """A ticket for `room`; `number` 0 when the store's answer was lost (the id is what counts)."""
         return self.encode(Session(room, session_id, number, int(expires_at)), TICKET)[1]
