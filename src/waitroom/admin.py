@@ -12,7 +12,7 @@ and each one is logged — without the token.
     GET   /metrics                          Prometheus text format
     GET   /admin/status                     rooms and rules with live state
     GET   /admin/rooms[/NAME]               rooms with live state
-    POST  /admin/rooms/NAME/ACTION          open | queue-all | normal | unblock | reset
+    POST  /admin/rooms/NAME/ACTION          open | queue-all | normal | unblock | close | reset
     PATCH /admin/rooms/NAME                 {"new_sessions": 50, "block_for": "30s"}
     GET   /admin/rules[/NAME]               rate-limit rules with the limit in force
     PATCH /admin/rules/NAME                 {"limit": 20}
@@ -25,6 +25,8 @@ import asyncio
 import hmac
 import json
 import logging
+import math
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +39,7 @@ from waitroom.decide import room_policy
 from waitroom.durations import format_duration
 from waitroom.metrics import METRICS
 from waitroom.overrides import (
+    SCHEDULE,
     Overrides,
     RoomMode,
     check_room_value,
@@ -223,9 +226,15 @@ async def refresh_live_metrics(operated: Operated) -> None:
             METRICS.room_block_remaining.labels(name).set(blocked_for)
             METRICS.room_blocked.labels(name).set(1 if blocked_for > 0 or view["mode"] == "queue-all" else 0)
             METRICS.room_admissions_per_minute.labels(name).set(_number(view["admissions_per_minute"]))
+            if view["max_active"]:
+                METRICS.room_active.labels(name).set(_number(view["active"]))
+                METRICS.room_max_active.labels(name).set(_number(view["max_active"]))
+            METRICS.opens_in.labels(name).set(_number(view["opens_in"]))
             line = view.get("queue")
             if isinstance(line, dict):
                 METRICS.queue_length.labels(name).set(_number(line["length"]))
+                prequeue = line["length"] if view["state"] == "scheduled" else 0
+                METRICS.prequeue_length.labels(name).set(_number(prequeue))
                 METRICS.queue_oldest_wait.labels(name).set(_number(line["oldest_wait"]))
                 METRICS.queue_eta.labels(name).set(_number(line["eta_seconds"]))
 
@@ -252,7 +261,7 @@ async def room_views(operated: Operated, only: str | None = None) -> list[dict[s
         effective = operated.overrides.room(room)
         try:
             async with asyncio.timeout(READ_TIMEOUT):
-                state = await store.room_state(room_policy(effective))
+                state = await store.room_state(room_policy(effective, ttl=config.session.ttl))
         except (StoreError, Overloaded, TimeoutError):
             view["store"] = "failing"
             return
@@ -260,6 +269,8 @@ async def room_views(operated: Operated, only: str | None = None) -> list[dict[s
         view["in_window"] = state.in_window
         view["blocked_for"] = round(state.blocked_for, 3)
         view["admissions_per_minute"] = round(state.in_window * 60 / effective.window, 1)
+        if effective.max_active:
+            view["active"] = state.active
         if effective.queue == "fifo":
             view["queue"] = await read_line(store, effective)
 
@@ -279,9 +290,28 @@ async def read_line(store: Store, room: RoomConfig) -> dict[str, object]:
     }
 
 
+def _schedule(room: RoomConfig, now: float) -> dict[str, object]:
+    """A room's opening and closing, as the admin API shows them (times in ISO 8601)."""
+    opens, closes = room.opens_at, room.closes_at
+    state = "open"
+    if closes is not None and now >= closes.timestamp():
+        state = "closed"
+    elif opens is not None and now < opens.timestamp():
+        state = "scheduled"
+    return {
+        "state": state,
+        "opens_at": opens.isoformat() if opens else None,
+        "closes_at": closes.isoformat() if closes else None,
+        "opens_in": max(0, math.ceil(opens.timestamp() - now)) if opens else 0,
+    }
+
+
 def _room_view(room: RoomConfig, overrides: Overrides) -> dict[str, object]:
     effective = overrides.room(room)
     return {
+        **_schedule(effective, time.time()),
+        "max_active": effective.max_active,
+        "active": None,
         "name": room.name,
         "match": {"path_prefix": room.match.path_prefix, "host": room.match.host},
         "mode": overrides.room_mode(room.name).value,
@@ -388,12 +418,17 @@ class Room(_Admin):
         if room is None or (body := self.json_body()) is None:
             return
         if not body:
-            self.fail(400, "nothing to change: give new_sessions and/or block_for")
+            self.fail(400, "nothing to change: give new_sessions, block_for, opens_at and/or closes_at")
             return
         changes: dict[str, str | None] = {}
         for field, value in body.items():
-            if field not in ("new_sessions", "block_for"):
-                self.fail(400, f"unknown room setting {field!r} (new_sessions, block_for)")
+            if field not in ("new_sessions", "block_for", *SCHEDULE):
+                self.fail(
+                    400, f"unknown room setting {field!r} (new_sessions, block_for, opens_at, closes_at)"
+                )
+                return
+            if field == "opens_at" and room.queue != "fifo":
+                self.fail(400, "opens_at needs a room with queue: fifo")
                 return
             try:
                 changes[room_key(name, field)] = check_room_value(field, value)
@@ -415,8 +450,12 @@ class RoomAction(_Admin):
                 f"room_{action.replace('-', '_')}", f"room {name}: mode={action}", changes
             ):
                 return
+        elif action == "close":  # closes_at = now: new visitors get the closed answer
+            changes = {room_key(name, "closes_at"): check_room_value("closes_at", "now")}
+            if not await self.change("room_close", f"room {name}: closed", changes):
+                return
         elif action == "reset":
-            fields = ("mode", "new_sessions", "block_for")
+            fields = ("mode", "new_sessions", "block_for", *SCHEDULE)
             if not await self.change(
                 "room_reset", f"room {name}: reset", {room_key(name, f): None for f in fields}
             ):
@@ -434,7 +473,7 @@ class RoomAction(_Admin):
             METRICS.admin_actions.labels("room_unblock").inc()
             log.info("waitroom admin: room %s: unblocked (from %s)", name, self.request.remote_ip)
         else:
-            self.fail(404, f"unknown room action {action!r} (open, queue-all, normal, unblock, reset)")
+            self.fail(404, f"unknown room action {action!r} (open, queue-all, normal, unblock, close, reset)")
             return
         self.reply(200, (await room_views(self.operated, only=name))[0])
 

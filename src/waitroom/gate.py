@@ -35,6 +35,7 @@ from waitroom.act import (
 from waitroom.bounds import ConnectionBounds
 from waitroom.config import RateLimitConfig
 from waitroom.decide import Decision
+from waitroom.identity import request_ip
 from waitroom.limits import LimitDecision, RequestFacts
 from waitroom.metrics import METRICS
 from waitroom.responses import limited_answer, problem_answer, wait_answer
@@ -139,7 +140,14 @@ class Gate:
             if (limit is None or not limit.ends_request) and req.method != "OPTIONS" and found.route.room:
                 room_stage = True
                 started = time.perf_counter()
-                decision = await loaded.decider.decide(host, path, cookie_reader(req), waited, found.route)
+                decision = await loaded.decider.decide(
+                    host,
+                    path,
+                    cookie_reader(req),
+                    waited,
+                    found.route,
+                    lambda: request_ip(loaded.config.client_ip, facts.peer, facts.header),
+                )
                 record.count_room(decision, time.perf_counter() - started)
                 record.save_room(flow, decision)
             act(flow, loaded, limit, decision)
