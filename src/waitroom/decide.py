@@ -20,7 +20,7 @@ from waitroom.overrides import Overrides, RoomMode
 from waitroom.queue import Line
 from waitroom.responses import Place
 from waitroom.routing import Route, Router
-from waitroom.sessions import SessionCodec, new_session_id
+from waitroom.sessions import SessionCodec, SessionIds
 from waitroom.store import Admission, Clock, MemoryStore, Overloaded, RoomPolicy, Store
 
 
@@ -103,10 +103,12 @@ class Decider:
         """The run-time settings (admin API changes); see set_overrides."""
         self.fallback = StoreFallback(config.store, clock, live_replicas)
         """Decides by `store.on_error` while the store fails."""
+        self.new_id = SessionIds()
+        """New session ids (a replay hands over its recording's)."""
         self.sync = LocalSync(store, self.fallback, clock)
         self.activity = Activity(store, config.session.ttl, clock)
         """Sessions' activity for the caps, and releases."""
-        self.line = Line(config, store, codec, clock, self.sync)
+        self.line = Line(config, store, codec, clock, self.sync, self.new_id)
         """The `fifo` rooms' decisions."""
 
     def set_overrides(self, overrides: Overrides) -> None:
@@ -155,7 +157,7 @@ class Decider:
         # A visitor whose earlier ask may have been recorded asks again under the same id: the
         # store admits an id it already holds, so a lost answer costs no place.
         pending = next((p for t in tokens if (p := self.codec.pending(t, room.name, now)) is not None), None)
-        session_id = pending or new_session_id()
+        session_id = pending or self.new_id()
         if mode is RoomMode.OPEN:  # an operator opened the gate: admitted, not counted
             cookie = self.codec.issue(room.name, session_id, now)[1]
             return Decision(Outcome.ADMITTED, room, cookie=cookie, session_id=session_id)

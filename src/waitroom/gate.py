@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,10 +87,18 @@ class Gate:
             return  # from a file (replay.py), or decided on its headers already
         await self.decide(flow)
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
+    def responseheaders(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
+        """What the decision adds to the answer. An answer carrying `Waitroom-Command` (release.py)
+        is held until the store has been told; mitmproxy awaits what a hook returns, so every
+        other answer pays for no coroutine."""
         loaded, response = self.runtime.loaded, flow.response
         if loaded is not None and response is not None and release.COMMAND_HEADER in response.headers:
-            release.on_response(flow, loaded)
+            return self._command(flow, loaded)
+        add_headers(flow)
+        return None
+
+    async def _command(self, flow: http.HTTPFlow, loaded: Loaded) -> None:
+        await release.on_response(flow, loaded)
         add_headers(flow)
 
     async def decide(self, flow: http.HTTPFlow) -> None:

@@ -120,8 +120,16 @@ class Line:
     """Asks the store for a `fifo` room's decision; the failure policy's when the store fails."""
 
     def __init__(
-        self, config: Config, store: Store, codec: SessionCodec, clock: Clock, sync: LocalSync
+        self,
+        config: Config,
+        store: Store,
+        codec: SessionCodec,
+        clock: Clock,
+        sync: LocalSync,
+        new_id: Callable[[], str] = new_session_id,
     ) -> None:
+        self.new_id = new_id
+        """New session ids (a replay hands over its recording's)."""
         self.config = config
         self.store = store
         self.codec = codec
@@ -143,7 +151,7 @@ class Line:
         held = next(
             (t.session_id for token in tokens if (t := self.codec.ticket(token, room.name, now))), None
         )
-        session_id = held or new_session_id()
+        session_id = held or self.new_id()
         if waited > self.config.store.max_wait:
             # Saturated: shed without a store call. A ticket holder keeps its cookie (and its place
             # while it asks again within abandon_after); a newcomer tries again later.

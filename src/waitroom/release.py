@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from waitroom import early
 from waitroom.act import SESSION_KEY, SET_COOKIE_KEY, cookie_secure
 from waitroom.config import RoomConfig
 from waitroom.decide import cookie_name
+from waitroom.replay import METADATA_KEY
 from waitroom.responses import set_cookie
 from waitroom.runtime import Loaded
 from waitroom.store import Overloaded, StoreError
@@ -28,15 +28,12 @@ from waitroom.store import Overloaded, StoreError
 log = logging.getLogger(__name__)
 
 COMMAND_HEADER = "Waitroom-Command"
-_RELEASING: set[asyncio.Task[None]] = set()
-"""Releases on their way to the store (a task needs a reference until it is done)."""
 LEAVE_PATH = "/.waitroom/leave"
 
 
-def on_response(flow: http.HTTPFlow, loaded: Loaded) -> None:
-    """The upstream's answer: take the command header off; on `release`, end the session. The
-    answer goes on at once, its cookie cleared, and this replica stops honouring the session; the
-    store is told in a task of its own."""
+async def on_response(flow: http.HTTPFlow, loaded: Loaded) -> None:
+    """The upstream's answer: take the command header off; on `release`, end the session (the
+    store is told before the answer goes on, within store.timeout) and clear the cookie."""
     response = flow.response
     if response is None or COMMAND_HEADER not in response.headers:
         return
@@ -45,15 +42,14 @@ def on_response(flow: http.HTTPFlow, loaded: Loaded) -> None:
     found = flow.metadata.pop(SESSION_KEY, None)
     if "release" not in commands or found is None:
         return
+    # Saved with the flow (`mitmdump -w`): a replay gives the recorded answer its command back.
+    flow.metadata.setdefault(METADATA_KEY, {})["command"] = "release"
     room_name, session_id = found
     room = next((r for r in loaded.config.rooms if r.name == room_name), None)
     if room is None:  # the config changed under the request
         return
     flow.metadata.pop(SET_COOKIE_KEY, None)  # no renewal, nor a new session, on its way out
-    loaded.decider.activity.revoke(room_name, session_id)
-    task = asyncio.get_running_loop().create_task(_release(loaded, room_name, session_id, "header"))
-    _RELEASING.add(task)
-    task.add_done_callback(_RELEASING.discard)
+    await _release(loaded, room_name, session_id, "header")
     response.headers.add("Set-Cookie", _cleared(flow, loaded, room))
 
 
@@ -78,7 +74,8 @@ async def leave(flow: http.HTTPFlow, loaded: Loaded, cookies: Callable[[str], Se
                 cleared.append(_cleared(flow, loaded, room))
                 break
     body = json.dumps({"status": "left", "rooms": left}).encode()
-    answer = http.Response.make(200, body, {"Content-Type": "application/json", "Cache-Control": "no-store"})
+    headers = {"Content-Type": "application/json", "Cache-Control": "no-store", "Waitroom-Status": "left"}
+    answer = http.Response.make(200, body, headers)
     for header in cleared:
         answer.headers.add("Set-Cookie", header)
     early.answer_now(flow, answer)

@@ -62,6 +62,26 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(12)
 
 
+class SessionIds:
+    """Where new session ids come from: random, except that a flow replay hands over the ids its
+    recording gave out (`recorded`), so that a replay decides on the ids its recorded cookies hold."""
+
+    def __init__(self) -> None:
+        self.recorded: list[str] = []
+
+    def __call__(self) -> str:
+        return self.recorded.pop(0) if self.recorded else new_session_id()
+
+
+def token_session_id(token: str) -> str | None:
+    """The session id a token of ours names, read without checking it: for replaying a recording."""
+    try:
+        fields = _b64decode(token.split(".", 1)[0]).decode().split("|")
+    except (ValueError, binascii.Error):
+        return None
+    return fields[2] if len(fields) == 5 else None
+
+
 def keys_from_secret(secret: str) -> list[bytes]:
     """Parse `WAITROOM_SECRET`: comma-separated keys, each at least 16 characters."""
     keys = [k.strip() for k in secret.split(",") if k.strip()]
