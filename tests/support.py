@@ -72,7 +72,8 @@ class Seen:
 
 @dataclass
 class Upstream:
-    """A real HTTP server that answers 200 to everything and records what reached it."""
+    """A real HTTP server that answers 200 to everything and records what reached it; under
+    /release it adds `Waitroom-Command: release`, as a service does when a visitor is done."""
 
     name: str = "upstream"
     seen: list[Seen] = field(default_factory=list)
@@ -97,6 +98,8 @@ class Upstream:
                     time.sleep(outer.slow)  # the service's own work, not test synchronisation
                 body = f"{outer.name} {self.command} {self.path}\n".encode()
                 self.send_response(200)
+                if self.path.startswith("/release"):  # the service says the visitor is done
+                    self.send_header("Waitroom-Command", "release")
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

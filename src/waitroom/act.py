@@ -17,8 +17,10 @@ from waitroom.responses import (
     POLL_HEADER,
     Answer,
     admitted_poll_answer,
+    closed_answer,
     limited_answer,
     rate_limit_headers,
+    refused_ticket_answer,
     set_cookie,
     wait_answer,
 )
@@ -27,6 +29,8 @@ from waitroom.runtime import Loaded
 from waitroom.target import Refused, judge_authority, judge_target
 
 SET_COOKIE_KEY = "waitroom.set_cookie"
+SESSION_KEY = "waitroom.session"
+"""(room, session id) of a request that passes with a session: what `Waitroom-Command: release` ends."""
 EXTRA_HEADERS_KEY = "waitroom.response_headers"
 
 
@@ -100,28 +104,45 @@ def _room(flow: http.HTTPFlow, loaded: Loaded, decision: Decision) -> None:
         hold = room.abandon_after_seconds + room.grace_seconds if room.queue == "fifo" else room.window
         cookie, max_age = decision.pending, max(1, int(hold))
     if cookie is not None:
-        secure = {"true": True, "false": False}.get(loaded.config.session.secure)
-        if secure is None:
-            secure = client_is_https(
-                loaded.config.client_ip,
-                tls=flow.client_conn.tls_established,
-                forwarded_proto=req.headers.get("X-Forwarded-Proto"),
-            )
-        flow.metadata[SET_COOKIE_KEY] = set_cookie(cookie_name(loaded.config, room), cookie, max_age, secure)
-    if decision.outcome is Outcome.WAITING:
+        name = cookie_name(loaded.config, room)
+        flow.metadata[SET_COOKIE_KEY] = set_cookie(name, cookie, max_age, cookie_secure(flow, loaded))
+    if decision.session_id is not None and decision.outcome in (Outcome.SESSION, Outcome.ADMITTED):
+        flow.metadata[SESSION_KEY] = (room.name, decision.session_id)
+    accept = req.headers.get("Accept", "")
+    if decision.outcome is Outcome.CLOSED:
+        template = loaded.templates[f"{room.name}:closed"]
+        answer = closed_answer(template=template, room=room.name, status=room.closed_status, accept=accept)
+        early.answer_now(flow, to_response(answer))
+    elif decision.outcome is Outcome.REFUSED:
+        early.answer_now(
+            flow, to_response(refused_ticket_answer(room=room.name, retry_after=decision.retry_after))
+        )
+    elif decision.outcome is Outcome.WAITING:
         answer = wait_answer(
             template=loaded.templates[room.name],
             room=room.name,
             status=room.status,
             retry_after=room.retry_after_seconds,
             blocked_for=decision.blocked_for,
-            accept=req.headers.get("Accept", ""),
+            accept=accept,
             place=decision.place,
         )
         early.answer_now(flow, to_response(answer))
     elif req.method == "GET" and POLL_HEADER in req.headers:
         # The wait page asking whether it may come in: answer here, the upstream never sees it.
         early.answer_now(flow, to_response(admitted_poll_answer(room.name)))
+
+
+def cookie_secure(flow: http.HTTPFlow, loaded: Loaded) -> bool:
+    """The `Secure` flag of our cookies (session.secure; `auto`: when the visitor's side is https)."""
+    secure = {"true": True, "false": False}.get(loaded.config.session.secure)
+    if secure is not None:
+        return secure
+    return client_is_https(
+        loaded.config.client_ip,
+        tls=flow.client_conn.tls_established,
+        forwarded_proto=flow.request.headers.get("X-Forwarded-Proto"),
+    )
 
 
 def add_headers(flow: http.HTTPFlow) -> None:

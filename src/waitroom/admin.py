@@ -12,7 +12,7 @@ and each one is logged — without the token.
     GET   /metrics                          Prometheus text format
     GET   /admin/status                     rooms and rules with live state
     GET   /admin/rooms[/NAME]               rooms with live state
-    POST  /admin/rooms/NAME/ACTION          open | queue-all | normal | unblock | reset
+    POST  /admin/rooms/NAME/ACTION          open | queue-all | normal | unblock | close | reset
     PATCH /admin/rooms/NAME                 {"new_sessions": 50, "block_for": "30s"}
     GET   /admin/rules[/NAME]               rate-limit rules with the limit in force
     PATCH /admin/rules/NAME                 {"limit": 20}

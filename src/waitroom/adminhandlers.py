@@ -22,7 +22,7 @@ from waitroom.adminviews import (
 )
 from waitroom.config import RateLimitConfig, RoomConfig
 from waitroom.metrics import METRICS
-from waitroom.overrides import check_room_value, check_rule_value, room_key, rule_key
+from waitroom.overrides import SCHEDULE, check_room_value, check_rule_value, room_key, rule_key
 from waitroom.store import Overloaded, StoreError
 
 log = logging.getLogger("waitroom.admin")  # the admin port's one logger, as before the split
@@ -160,12 +160,16 @@ class Room(_Admin):
         if room is None or (body := self.json_body()) is None:
             return
         if not body:
-            self.fail(400, "nothing to change: give new_sessions and/or block_for")
+            self.fail(400, "nothing to change: give new_sessions, block_for, opens_at and/or closes_at")
             return
         changes: dict[str, str | None] = {}
         for field, value in body.items():
-            if field not in ("new_sessions", "block_for"):
-                self.fail(400, f"unknown room setting {field!r} (new_sessions, block_for)")
+            if field not in ("new_sessions", "block_for", *SCHEDULE):
+                known = "new_sessions, block_for, opens_at, closes_at"
+                self.fail(400, f"unknown room setting {field!r} ({known})")
+                return
+            if field == "opens_at" and room.queue != "fifo":
+                self.fail(400, "opens_at needs a room with queue: fifo")
                 return
             try:
                 changes[room_key(name, field)] = check_room_value(field, value)
@@ -187,8 +191,12 @@ class RoomAction(_Admin):
                 f"room_{action.replace('-', '_')}", f"room {name}: mode={action}", changes
             ):
                 return
+        elif action == "close":  # closes_at = now: new visitors get the closed answer
+            changes = {room_key(name, "closes_at"): check_room_value("closes_at", "now")}
+            if not await self.change("room_close", f"room {name}: closed", changes):
+                return
         elif action == "reset":
-            fields = ("mode", "new_sessions", "block_for")
+            fields = ("mode", "new_sessions", "block_for", *SCHEDULE)
             if not await self.change(
                 "room_reset", f"room {name}: reset", {room_key(name, f): None for f in fields}
             ):
@@ -206,7 +214,7 @@ class RoomAction(_Admin):
             METRICS.admin_actions.labels("room_unblock").inc()
             log.info("waitroom admin: room %s: unblocked (from %s)", name, self.request.remote_ip)
         else:
-            self.fail(404, f"unknown room action {action!r} (open, queue-all, normal, unblock, reset)")
+            self.fail(404, f"unknown room action {action!r} (open, queue-all, normal, unblock, close, reset)")
             return
         self.reply(200, (await room_views(self.operated, only=name))[0])
 

@@ -4,6 +4,8 @@ scrape, and the rooms and rules as the admin API shows them (config, run-time ch
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -96,9 +98,15 @@ async def refresh_live_metrics(operated: Operated) -> None:
             METRICS.room_block_remaining.labels(name).set(blocked_for)
             METRICS.room_blocked.labels(name).set(1 if blocked_for > 0 or view["mode"] == "queue-all" else 0)
             METRICS.room_admissions_per_minute.labels(name).set(_number(view["admissions_per_minute"]))
+            if view["max_active"]:
+                METRICS.room_active.labels(name).set(_number(view["active"]))
+                METRICS.room_max_active.labels(name).set(_number(view["max_active"]))
+            METRICS.opens_in.labels(name).set(_number(view["opens_in"]))
             line = view.get("queue")
             if isinstance(line, dict):
                 METRICS.queue_length.labels(name).set(_number(line["length"]))
+                prequeue = line["length"] if view["state"] == "scheduled" else 0
+                METRICS.prequeue_length.labels(name).set(_number(prequeue))
                 METRICS.queue_oldest_wait.labels(name).set(_number(line["oldest_wait"]))
                 METRICS.queue_eta.labels(name).set(_number(line["eta_seconds"]))
 
@@ -120,7 +128,7 @@ async def room_views(operated: Operated, only: str | None = None) -> list[dict[s
         effective = operated.overrides.room(room)
         try:
             async with asyncio.timeout(READ_TIMEOUT):
-                state = await store.room_state(room_policy(effective))
+                state = await store.room_state(room_policy(effective, ttl=config.session.ttl))
         except (StoreError, Overloaded, TimeoutError):
             view["store"] = "failing"
             return
@@ -128,6 +136,8 @@ async def room_views(operated: Operated, only: str | None = None) -> list[dict[s
         view["in_window"] = state.in_window
         view["blocked_for"] = round(state.blocked_for, 3)
         view["admissions_per_minute"] = round(state.in_window * 60 / effective.window, 1)
+        if effective.max_active:
+            view["active"] = state.active
         if effective.queue == "fifo":
             view["queue"] = await read_line(store, effective)
 
@@ -147,9 +157,28 @@ async def read_line(store: Store, room: RoomConfig) -> dict[str, object]:
     }
 
 
+def schedule(room: RoomConfig, now: float) -> dict[str, object]:
+    """A room's opening and closing, as the admin API shows them (times in ISO 8601)."""
+    opens, closes = room.opens_at, room.closes_at
+    state = "open"
+    if closes is not None and now >= closes.timestamp():
+        state = "closed"
+    elif opens is not None and now < opens.timestamp():
+        state = "scheduled"
+    return {
+        "state": state,
+        "opens_at": opens.isoformat() if opens else None,
+        "closes_at": closes.isoformat() if closes else None,
+        "opens_in": max(0, math.ceil(opens.timestamp() - now)) if opens else 0,
+    }
+
+
 def room_view(room: RoomConfig, overrides: Overrides) -> dict[str, object]:
     effective = overrides.room(room)
     return {
+        **schedule(effective, time.time()),
+        "max_active": effective.max_active,
+        "active": None,
         "name": room.name,
         "match": {"path_prefix": room.match.path_prefix, "host": room.match.host},
         "mode": overrides.room_mode(room.name).value,

@@ -69,9 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="rooms and rules with their live state")
     room = commands.add_parser("room", help="change a room at run time, on every replica")
     room.add_argument("name")
-    room.add_argument("action", choices=["open", "queue-all", "normal", "unblock", "reset", "set"])
+    room.add_argument("action", choices=["open", "queue-all", "normal", "unblock", "close", "reset", "set"])
     room.add_argument(
-        "settings", nargs="*", metavar="FIELD=VALUE", help="for set: new_sessions=N block_for=30s"
+        "settings",
+        nargs="*",
+        metavar="FIELD=VALUE",
+        help="for set: new_sessions=N block_for=30s opens_at=TIME closes_at=TIME|now|none",
     )
     rule = commands.add_parser("rule", help="change a rate-limit rule at run time, on every replica")
     rule.add_argument("name")
@@ -134,7 +137,7 @@ def _settings(pairs: Sequence[str], allowed: Sequence[str]) -> dict[str, Any]:
 
 def room_command(api: Api, name: str, action: str, settings: Sequence[str]) -> dict[str, Any]:
     if action == "set":
-        body = _settings(settings, ("new_sessions", "block_for"))
+        body = _settings(settings, ("new_sessions", "block_for", "opens_at", "closes_at"))
         result: dict[str, Any] = api.call("PATCH", f"/admin/rooms/{name}", body)
         return result
     if settings:
@@ -182,11 +185,34 @@ def render_rooms(rooms: Sequence[dict[str, Any]]) -> str:
                 format_duration(blocked) if isinstance(blocked, int | float) and blocked > 0 else "no",
                 room["block_for"],
                 _line(room),
+                f"{room.get('active')}/{room['max_active']}" if room.get("max_active") else "-",
+                _event(room),
                 room.get("store"),
             ]
         )
-    headers = ["ROOM", "MATCH", "MODE", "LIMIT", "IN WINDOW", "BLOCKED", "BLOCK FOR", "LINE", "STORE"]
+    headers = [
+        "ROOM",
+        "MATCH",
+        "MODE",
+        "LIMIT",
+        "IN WINDOW",
+        "BLOCKED",
+        "BLOCK FOR",
+        "LINE",
+        "INSIDE",
+        "EVENT",
+        "STORE",
+    ]
     return table(headers, rows)
+
+
+def _event(room: dict[str, Any]) -> str:
+    """A scheduled room: `opens in 12m`, `open`, `closed`; `-` without a schedule."""
+    if not room.get("opens_at") and not room.get("closes_at"):
+        return "-"
+    if room.get("state") == "scheduled":
+        return f"opens in {format_duration(room['opens_in'])}"
+    return str(room.get("state"))
 
 
 def _line(room: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
 
 # The sections are declared beside what they configure; every name stays importable from here.
 from waitroom.configfields import (
@@ -140,12 +140,44 @@ class RoomConfig(StrictModel):
     """`fifo`: how long a visitor whose turn has come keeps the place before it goes to the next in
     line (default: 2 × `retry_after`, at least 5s). At least 1.5 × `retry_after`."""
 
+    max_active: int | None = Field(None, ge=1, le=10_000_000)
+    """At most this many sessions active in the room at once, across replicas (none: no cap). A
+    session is active from its admission until it has been idle for `session.ttl` or is released;
+    a new visitor needs a place under the cap as well as the rate."""
+    opens_at: AwareDatetime | None = None
+    """A scheduled opening (ISO 8601 with a zone, e.g. `2026-12-01T10:00:00+01:00`; `queue: fifo`
+    only). Before it every visitor gets the pre-queue page and a ticket; at the opening the pre-queue
+    is put in a random order, the same on every replica, then newcomers join the end."""
+    closes_at: AwareDatetime | None = None
+    """The end of the event (ISO 8601 with a zone): after it, new visitors get the closed answer
+    (or pass, see `after_close`); visitors with a session keep it."""
+    after_close: Literal["page", "pass"] = "page"
+    """After `closes_at`: `page`, the closed answer (`closed_status`); `pass`, the room no longer
+    applies."""
+    closed_status: int = Field(410, ge=200, le=599)
+    """Status of the closed answer."""
+    closed_template: Path | None = None
+    """A custom closed page (same placeholders as `template`), relative to the config file."""
+    tickets_per_ip: int | None = Field(None, ge=1, le=1_000_000)
+    """`fifo`: at most this many new tickets per client IP (see `client_ip`) per minute; more get
+    `429`. Off by default: many people may share one address behind a NAT."""
+
     @field_validator("window", "retry_after")
     @classmethod
     def _at_least_a_second(cls, seconds: float) -> float:
         if seconds < 1:
             raise ValueError("must be at least 1s")
         return seconds
+
+    @model_validator(mode="after")
+    def _schedule(self) -> Self:
+        if self.queue != "fifo":
+            for name in ("opens_at", "tickets_per_ip"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} needs queue: fifo")
+        if self.opens_at and self.closes_at and self.closes_at <= self.opens_at:
+            raise ValueError("closes_at must be after opens_at")
+        return self
 
     @model_validator(mode="after")
     def _polls_fit(self) -> Self:
@@ -219,9 +251,13 @@ def parse_config(data: Any, *, base_dir: Path | None = None) -> Config:
         raise ConfigError(one_line(e)) from None
     if base_dir is not None:
         rooms = [
-            room.model_copy(update={"template": (base_dir / room.template).resolve()})
-            if room.template is not None and not room.template.is_absolute()
-            else room
+            room.model_copy(
+                update={
+                    name: (base_dir / path).resolve()
+                    for name in ("template", "closed_template")
+                    if (path := getattr(room, name)) is not None and not path.is_absolute()
+                }
+            )
             for room in config.rooms
         ]
         config = config.model_copy(update={"rooms": rooms})
@@ -242,7 +278,7 @@ def compile_config(path: Path) -> tuple[Config, dict[str, Template], ClaimVerifi
     `jwt:` keys have a `jwt:` section. ConfigError (one line) otherwise. `waitroom check` and the
     proxy's runtime both use this; it does not import mitmproxy."""
     from waitroom.claims import ClaimVerifier  # claims imports this module
-    from waitroom.responses import DEFAULT_TEMPLATE, Template, TemplateError
+    from waitroom.responses import CLOSED_TEMPLATE, DEFAULT_TEMPLATE, Template, TemplateError
 
     config = load_config(path)
     templates = {}
@@ -251,6 +287,10 @@ def compile_config(path: Path) -> tuple[Config, dict[str, Template], ClaimVerifi
             templates[room.name] = Template.load(room.template or DEFAULT_TEMPLATE)
         except TemplateError as e:
             raise ConfigError(f"{path}: rooms[{i}].template: {e}") from None
+        try:  # keyed `name:closed`: a room name holds no colon
+            templates[f"{room.name}:closed"] = Template.load(room.closed_template or CLOSED_TEMPLATE)
+        except TemplateError as e:
+            raise ConfigError(f"{path}: rooms[{i}].closed_template: {e}") from None
     verifier = ClaimVerifier(config.jwt) if config.jwt is not None else None
     for i, rule in enumerate(config.rate_limits):
         for field_name, key in (("key", rule.key), ("fallback", rule.fallback)):

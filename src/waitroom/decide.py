@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from waitroom.active import Activity
 from waitroom.config import Config, LiveReplicas, RoomConfig, StoreErrorPolicy, unknown_replicas
 from waitroom.fallback import StoreFallback
 from waitroom.metrics import METRICS
@@ -19,7 +20,7 @@ from waitroom.overrides import Overrides, RoomMode
 from waitroom.queue import Line
 from waitroom.responses import Place
 from waitroom.routing import Route, Router
-from waitroom.sessions import SessionCodec, new_session_id
+from waitroom.sessions import SessionCodec, SessionIds
 from waitroom.store import Admission, Clock, MemoryStore, Overloaded, RoomPolicy, Store
 
 
@@ -34,6 +35,10 @@ class Outcome(StrEnum):
     """A new visitor the window had room for: forwarded with a new session cookie."""
     WAITING = "waiting"
     """A new visitor while the room is blocked (or who just started the block): the wait page."""
+    CLOSED = "closed"
+    """A new visitor after the room's `closes_at` (with `after_close: page`): the closed answer."""
+    REFUSED = "refused"
+    """No ticket: the visitor's address had its `tickets_per_ip` this minute (429)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,11 @@ class Decision:
     asks again with the same id."""
     place: Place | None = None
     """A `fifo` room: where the waiting visitor stands in the line, when the store could tell."""
+    session_id: str | None = None
+    """The visitor's session (SESSION, ADMITTED) or ticket (WAITING in a `fifo` room): what a
+    release ends."""
+    retry_after: int = 0
+    """REFUSED: seconds until the address may get a ticket again."""
 
 
 def cookie_name(config: Config, room: RoomConfig) -> str:
@@ -62,13 +72,16 @@ def cookie_name(config: Config, room: RoomConfig) -> str:
     return f"{config.session.cookie}_{room.name}"
 
 
-def room_policy(room: RoomConfig, replicas: int = 1) -> RoomPolicy:
-    """The store's view of a room; with `replicas` > 1 each one gets its share of the limit."""
+def room_policy(room: RoomConfig, replicas: int = 1, ttl: float = 0.0) -> RoomPolicy:
+    """The store's view of a room; with `replicas` > 1 each one gets its share of the limits.
+    `ttl`: the session ttl (sessions idle this long no longer count against max_active)."""
     return RoomPolicy(
         name=room.name,
         new_sessions=max(1, room.new_sessions // replicas),
         window=room.window,
         block_for=room.block_for,
+        max_active=max(1, room.max_active // replicas) if room.max_active else 0,
+        ttl=ttl,
     )
 
 
@@ -90,8 +103,12 @@ class Decider:
         """The run-time settings (admin API changes); see set_overrides."""
         self.fallback = StoreFallback(config.store, clock, live_replicas)
         """Decides by `store.on_error` while the store fails."""
+        self.new_id = SessionIds()
+        """New session ids (a replay hands over its recording's)."""
         self.sync = LocalSync(store, self.fallback, clock)
-        self.line = Line(config, store, codec, clock, self.sync)
+        self.activity = Activity(store, config.session.ttl, clock)
+        """Sessions' activity for the caps, and releases."""
+        self.line = Line(config, store, codec, clock, self.sync, self.new_id)
         """The `fifo` rooms' decisions."""
 
     def set_overrides(self, overrides: Overrides) -> None:
@@ -105,11 +122,13 @@ class Decider:
         cookies: Callable[[str], Sequence[str]],
         waited: float = 0.0,
         route: Route | None = None,
+        client: Callable[[], str] | None = None,
     ) -> Decision:
         """`host` and `path` normalised (see routing); `cookies(name)` gives every value the
         request carries under that name (a browser may send a stale one beside the fresh one);
         `waited`: seconds the request has already spent in the proxy before this decision;
-        `route`: the request's route, when the caller classified it already."""
+        `route`: the request's route, when the caller classified it already; `client()`: the
+        visitor's address (see identity.client_ip), asked only for `tickets_per_ip`."""
         if route is None:
             route = self.router.route(host, path)
         if route.bypass:
@@ -121,22 +140,27 @@ class Decider:
         now = self.clock()
         tokens = cookies(cookie_name(self.config, room))
         session = next((s for t in tokens if (s := self.codec.verify(t, room.name, now)) is not None), None)
-        if session is not None:
-            if not self.codec.needs_renewal(session, now):
-                return Decision(Outcome.SESSION, room)
-            return Decision(Outcome.SESSION, room, cookie=self.codec.renew(session, now)[1])
+        if session is not None and not self.activity.released(room.name, session.session_id):
+            if room.max_active:
+                self.activity.seen(room.name, session.session_id, now)  # no I/O: batched
+            renewed = self.codec.renew(session, now)[1] if self.codec.needs_renewal(session, now) else None
+            return Decision(Outcome.SESSION, room, cookie=renewed, session_id=session.session_id)
 
+        effective = self.overrides.room(room)
+        if effective.closes_at is not None and now >= effective.closes_at.timestamp():
+            return Decision(Outcome.NO_ROOM) if room.after_close == "pass" else Decision(Outcome.CLOSED, room)
         mode = self.overrides.room_mode(room.name)
         if room.queue == "fifo" and mode is not RoomMode.OPEN:
-            return await self._line(room, tokens, mode, waited, now)
+            return await self._line(room, tokens, mode, waited, client)
         if mode is RoomMode.QUEUE_ALL:  # an operator holds every new visitor: no store call
             return Decision(Outcome.WAITING, room)
         # A visitor whose earlier ask may have been recorded asks again under the same id: the
         # store admits an id it already holds, so a lost answer costs no place.
         pending = next((p for t in tokens if (p := self.codec.pending(t, room.name, now)) is not None), None)
-        session_id = pending or new_session_id()
+        session_id = pending or self.new_id()
         if mode is RoomMode.OPEN:  # an operator opened the gate: admitted, not counted
-            return Decision(Outcome.ADMITTED, room, cookie=self.codec.issue(room.name, session_id, now)[1])
+            cookie = self.codec.issue(room.name, session_id, now)[1]
+            return Decision(Outcome.ADMITTED, room, cookie=cookie, session_id=session_id)
         if waited > self.config.store.max_wait:
             # Saturated: this request queued in the proxy past the bound. Shed it without a store
             # call; an admission is never decided without the shared window.
@@ -150,12 +174,8 @@ class Decider:
             METRICS.shed.labels(e.reason).inc()
             return Decision(Outcome.WAITING, room, shed=e.reason, pending=self._pending(room, session_id))
         if admission.admitted:
-            return Decision(
-                Outcome.ADMITTED,
-                room,
-                cookie=self.codec.issue(room.name, session_id, now)[1],
-                degraded=degraded,
-            )
+            cookie = self.codec.issue(room.name, session_id, now)[1]
+            return Decision(Outcome.ADMITTED, room, cookie=cookie, degraded=degraded, session_id=session_id)
         return Decision(
             Outcome.WAITING,
             room,
@@ -167,14 +187,22 @@ class Decider:
         )
 
     async def _line(
-        self, room: RoomConfig, tokens: Sequence[str], mode: RoomMode, waited: float, now: float
+        self,
+        room: RoomConfig,
+        tokens: Sequence[str],
+        mode: RoomMode,
+        waited: float,
+        client: Callable[[], str] | None,
     ) -> Decision:
         asked = await self.line.ask(
-            self.overrides.room(room), tokens, hold=mode is RoomMode.QUEUE_ALL, waited=waited
+            self.overrides.room(room), tokens, hold=mode is RoomMode.QUEUE_ALL, waited=waited, client=client
         )
+        sid = asked.session_id
         if asked.admitted:
-            cookie = self.codec.issue(room.name, asked.session_id, now)[1]
-            return Decision(Outcome.ADMITTED, room, cookie=cookie, degraded=asked.degraded)
+            cookie = self.codec.issue(room.name, sid, self.clock())[1]
+            return Decision(Outcome.ADMITTED, room, cookie=cookie, degraded=asked.degraded, session_id=sid)
+        if asked.refused:
+            return Decision(Outcome.REFUSED, room, retry_after=asked.refused)
         return Decision(
             Outcome.WAITING,
             room,
@@ -182,6 +210,7 @@ class Decider:
             shed=asked.shed,
             pending=asked.ticket,
             place=asked.place,
+            session_id=sid,
         )
 
     def _pending(self, room: RoomConfig, session_id: str) -> str:
@@ -198,14 +227,14 @@ class Decider:
             # A remote store comes wrapped in a GuardedStore (store/guard.py): every call bounded by
             # store.timeout, and failing at once while its circuit is open.
             await self.sync.before_shared(room)
-            return await self.store.admit(room_policy(room), session_id)
+            return await self.store.admit(room_policy(room, ttl=self.config.session.ttl), session_id)
 
         def closed() -> Admission:
             now = self.clock()
             return Admission(False, now + math.ceil(room.retry_after), False, now)
 
         async def local(store: MemoryStore, replicas: int) -> Admission:
-            admission = await store.admit(room_policy(room, replicas), session_id)
+            admission = await store.admit(room_policy(room, replicas, self.config.session.ttl), session_id)
             if admission.admitted:
                 self.sync.admitted_locally(room.name)
             return admission

@@ -15,13 +15,13 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
 from mitmproxy import http
 
-from waitroom import early, record
+from waitroom import early, record, release
 from waitroom.act import (
     EXTRA_HEADERS_KEY,
     SET_COOKIE_KEY,
@@ -35,6 +35,7 @@ from waitroom.act import (
 from waitroom.bounds import ConnectionBounds
 from waitroom.config import RateLimitConfig
 from waitroom.decide import Decision
+from waitroom.identity import request_ip
 from waitroom.limits import LimitDecision, RequestFacts
 from waitroom.metrics import METRICS
 from waitroom.responses import limited_answer, problem_answer, wait_answer
@@ -86,7 +87,18 @@ class Gate:
             return  # from a file (replay.py), or decided on its headers already
         await self.decide(flow)
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
+    def responseheaders(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
+        """What the decision adds to the answer. An answer carrying `Waitroom-Command` (release.py)
+        is held until the store has been told; mitmproxy awaits what a hook returns, so every
+        other answer pays for no coroutine."""
+        loaded, response = self.runtime.loaded, flow.response
+        if loaded is not None and response is not None and release.COMMAND_HEADER in response.headers:
+            return self._command(flow, loaded)
+        add_headers(flow)
+        return None
+
+    async def _command(self, flow: http.HTTPFlow, loaded: Loaded) -> None:
+        await release.on_response(flow, loaded)
         add_headers(flow)
 
     async def decide(self, flow: http.HTTPFlow) -> None:
@@ -110,6 +122,12 @@ class Gate:
         except Exception as e:  # a bug: nothing is known about the request, so refuse it
             self._fail_closed(flow, loaded, None, e)
             return
+        if path == release.LEAVE_PATH:
+            try:
+                await release.leave(flow, loaded, cookie_reader(req))
+            except Exception as e:  # a bug: refused, never forwarded
+                self._fail_closed(flow, loaded, None, e)
+            return
         facts = RequestFacts(host, path, req.method, peer(flow), req.headers.get, waited)
         found: Classified | None = None
         limit: LimitDecision | None = None
@@ -130,7 +148,14 @@ class Gate:
             if (limit is None or not limit.ends_request) and req.method != "OPTIONS" and found.route.room:
                 room_stage = True
                 started = time.perf_counter()
-                decision = await loaded.decider.decide(host, path, cookie_reader(req), waited, found.route)
+                decision = await loaded.decider.decide(
+                    host,
+                    path,
+                    cookie_reader(req),
+                    waited,
+                    found.route,
+                    lambda: request_ip(loaded.config.client_ip, facts.peer, facts.header),
+                )
                 record.count_room(decision, time.perf_counter() - started)
                 record.save_room(flow, decision)
             act(flow, loaded, limit, decision)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from waitroom.config import ClientIPConfig
 
 
@@ -46,3 +48,13 @@ def client_ip(
         if hops:
             return hops[0]
     return peer
+
+
+def request_ip(config: ClientIPConfig, peer: str, header: Callable[[str], str | None]) -> str:
+    """client_ip for a request: `header(name)` reads the request's headers."""
+    return client_ip(
+        config,
+        peer=peer,
+        forwarded_for=header("X-Forwarded-For"),
+        header_value=header(config.header) if config.header else None,
+    )

@@ -102,6 +102,19 @@ class Metrics:
             ["policy"],
             registry=registry,
         )
+        self.releases = Counter(
+            "waitroom_releases",
+            "Sessions or tickets ended before their time: by the upstream's Waitroom-Command: release "
+            "(header) or the leave path (leave).",
+            ["room", "source"],
+            registry=registry,
+        )
+        self.tickets_refused = Counter(
+            "waitroom_tickets_refused",
+            "New tickets refused because the client address had its tickets_per_ip this minute.",
+            ["room"],
+            registry=registry,
+        )
         self.shed = Counter(
             "waitroom_shed_requests",
             "Requests shed because the proxy was too busy to get the store's answer in time: the wait "
@@ -176,6 +189,30 @@ class Metrics:
         self.room_admissions_per_minute = Gauge(
             "waitroom_room_admissions_per_minute",
             "New visitors admitted per minute, measured over the room's window ending now.",
+            ["room"],
+            registry=registry,
+        )
+        self.room_active = Gauge(
+            "waitroom_room_active_sessions",
+            "A room with max_active: sessions active now (admitted, not idle for session.ttl, not released).",
+            ["room"],
+            registry=registry,
+        )
+        self.room_max_active = Gauge(
+            "waitroom_room_max_active",
+            "A room's cap on active sessions (max_active); absent when it has none.",
+            ["room"],
+            registry=registry,
+        )
+        self.prequeue_length = Gauge(
+            "waitroom_prequeue_length",
+            "A room with a scheduled opening: visitors in the pre-queue before it opens (0 after).",
+            ["room"],
+            registry=registry,
+        )
+        self.opens_in = Gauge(
+            "waitroom_room_opens_in_seconds",
+            "A room with a scheduled opening: seconds until it opens (0 once open).",
             ["room"],
             registry=registry,
         )

@@ -8,13 +8,17 @@ drops simply ignores its overrides, and a room that comes back finds them again.
     room:<name>:mode          normal | open | queue-all
     room:<name>:new_sessions  an integer >= 1
     room:<name>:block_for     seconds (a duration such as 30s when set through the API)
+    room:<name>:opens_at      Unix time (ISO 8601 with a zone through the API), or `none`
+    room:<name>:closes_at     Unix time (ISO 8601 with a zone, or `now`, through the API), or `none`
     rule:<name>:limit         an integer >= 1
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from waitroom.config import RateLimitConfig, RoomConfig
@@ -61,7 +65,34 @@ def check_room_value(name: str, value: object) -> str:
         if seconds > MAX_BLOCK_FOR:
             raise ValueError(f"block_for must be at most {MAX_BLOCK_FOR:g}s")
         return repr(seconds)
-    raise ValueError(f"unknown room setting {name!r} (mode, new_sessions, block_for)")
+    if name in SCHEDULE:
+        return _moment(name, value)
+    raise ValueError(f"unknown room setting {name!r} (mode, new_sessions, block_for, opens_at, closes_at)")
+
+
+SCHEDULE = ("opens_at", "closes_at")
+NONE = "none"
+"""A schedule setting that removes the configured time (no opening / no closing)."""
+
+
+def _moment(name: str, value: object) -> str:
+    """`opens_at`/`closes_at` as stored: Unix time, or `none`."""
+    if value is None or value == NONE:
+        return NONE
+    if value == "now" and name == "closes_at":
+        return repr(time.time())
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return repr(moment.timestamp())
+    raise ValueError(
+        f"{name} must be an ISO 8601 time with a zone (e.g. 2026-12-01T10:00:00+01:00)"
+        + (", `now`" if name == "closes_at" else "")
+        + " or `none`"
+    )
 
 
 def check_rule_value(name: str, value: object) -> str:
@@ -95,7 +126,8 @@ class Overrides:
         """The room with its numbers as overridden; the same object when nothing is."""
         new_sessions = self.values.get(room_key(room.name, "new_sessions"))
         block_for = self.values.get(room_key(room.name, "block_for"))
-        if new_sessions is None and block_for is None:
+        schedule = {name: self.values.get(room_key(room.name, name)) for name in SCHEDULE}
+        if new_sessions is None and block_for is None and not any(schedule.values()):
             return room
         cached = self._rooms.get(room.name)
         if cached is not None and cached[0] is room:
@@ -106,6 +138,9 @@ class Overrides:
                 update["new_sessions"] = int(new_sessions)
             if block_for is not None:
                 update["block_for"] = float(block_for)
+            for name, value in schedule.items():
+                if value is not None:
+                    update[name] = None if value == NONE else datetime.fromtimestamp(float(value), UTC)
         except ValueError:
             return room
         effective = room.model_copy(update=update)

@@ -10,8 +10,9 @@ line", says what is guaranteed and what is not.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,8 +27,11 @@ if TYPE_CHECKING:
     from waitroom.decide import LocalSync
 
 
-def queue_policy(room: RoomConfig, replicas: int = 1, *, hold: bool = False) -> QueuePolicy:
-    """The store's view of a `fifo` room; with `replicas` > 1 each one gets its share of the rate."""
+def queue_policy(
+    room: RoomConfig, replicas: int = 1, *, hold: bool = False, ttl: float = 0.0, seed: str = ""
+) -> QueuePolicy:
+    """The store's view of a `fifo` room; with `replicas` > 1 each one gets its share of the
+    limits. `ttl`: the session ttl (for max_active); `seed`: the event's (see event_seed)."""
     return QueuePolicy(
         name=room.name,
         new_sessions=max(1, room.new_sessions // replicas),
@@ -35,7 +39,24 @@ def queue_policy(room: RoomConfig, replicas: int = 1, *, hold: bool = False) -> 
         abandon_after=room.abandon_after_seconds,
         grace=room.grace_seconds,
         hold=hold,
+        max_active=max(1, room.max_active // replicas) if room.max_active else 0,
+        ttl=ttl,
+        opens_at=room.opens_at.timestamp() if room.opens_at else 0.0,
+        seed=seed,
+        tickets_per_ip=room.tickets_per_ip or 0,
     )
+
+
+def event_seed(codec: SessionCodec, room: RoomConfig) -> str:
+    """The key of a scheduled opening's shuffle: the same on every replica (they share the signing
+    key), a new one for each event (room and opening time), and unknown to clients, so that nobody
+    can tell in advance which ids would come first."""
+    return codec.derive(f"pre-queue|{room.name}|{room.opens_at.timestamp() if room.opens_at else 0}")
+
+
+def client_key(address: str) -> str:
+    """A client address as a store key holds it: hashed, never in the clear."""
+    return hashlib.sha256(address.encode()).hexdigest()[:24]
 
 
 def estimate_wait(
@@ -91,35 +112,56 @@ class Asked:
     """A ticket token to set: the visitor's place, kept across asks."""
     degraded: StoreErrorPolicy | None = None
     shed: str | None = None
+    refused: int = 0
+    """No ticket (tickets_per_ip): seconds until the address may ask again."""
 
 
 class Line:
     """Asks the store for a `fifo` room's decision; the failure policy's when the store fails."""
 
     def __init__(
-        self, config: Config, store: Store, codec: SessionCodec, clock: Clock, sync: LocalSync
+        self,
+        config: Config,
+        store: Store,
+        codec: SessionCodec,
+        clock: Clock,
+        sync: LocalSync,
+        new_id: Callable[[], str] = new_session_id,
     ) -> None:
+        self.new_id = new_id
+        """New session ids (a replay hands over its recording's)."""
         self.config = config
         self.store = store
         self.codec = codec
         self.clock = clock
         self.sync = sync
 
-    async def ask(self, room: RoomConfig, tokens: Sequence[str], *, hold: bool, waited: float) -> Asked:
+    async def ask(
+        self,
+        room: RoomConfig,
+        tokens: Sequence[str],
+        *,
+        hold: bool,
+        waited: float,
+        client: Callable[[], str] | None = None,
+    ) -> Asked:
         """`room` with the run-time settings applied; `tokens`: the request's values of the room's
-        cookie; `hold`: an operator holds every new visitor."""
+        cookie; `hold`: an operator holds every new visitor; `client()`: the visitor's address."""
         now = self.clock()
         held = next(
             (t.session_id for token in tokens if (t := self.codec.ticket(token, room.name, now))), None
         )
-        session_id = held or new_session_id()
+        session_id = held or self.new_id()
         if waited > self.config.store.max_wait:
             # Saturated: shed without a store call. A ticket holder keeps its cookie (and its place
             # while it asks again within abandon_after); a newcomer tries again later.
             METRICS.shed.labels("queue").inc()
             return Asked(False, session_id, shed="queue")
         try:
-            answer = await self._ask(room, queue_policy(room, hold=hold), session_id)
+            seed = event_seed(self.codec, room) if room.opens_at else ""
+            policy = queue_policy(room, hold=hold, ttl=self.config.session.ttl, seed=seed)
+            address = client_key(client()) if client is not None and room.tickets_per_ip else ""
+            answer = await self._ask(room, policy, session_id, address)
         except Overloaded as e:
             METRICS.shed.labels(e.reason).inc()
             # The store may have put a newcomer in the line: keep the id, so the next ask finds it.
@@ -140,6 +182,14 @@ class Line:
             )
         if turn.admitted:
             return Asked(True, session_id, degraded=answer.degraded)
+        if turn.refused:
+            METRICS.tickets_refused.labels(room.name).inc()
+            return Asked(False, session_id, refused=max(1, math.ceil(turn.slot)), degraded=answer.degraded)
+        ticket = self._ticket(room, session_id, turn.ticket, now)
+        if turn.prequeue:
+            opens_in = max(1, math.ceil(policy.opens_at - turn.now))
+            place = Place(turn.position, turn.queue_length, opens_in, opens_in=opens_in)
+            return Asked(False, session_id, place, ticket, degraded=answer.degraded)
         eta = estimate_wait(
             position=turn.position,
             called=turn.called,
@@ -150,11 +200,7 @@ class Line:
             retry_after=room.retry_after,
         )
         return Asked(
-            False,
-            session_id,
-            Place(turn.position, turn.queue_length, eta),
-            self._ticket(room, session_id, turn.ticket, now),
-            degraded=answer.degraded,
+            False, session_id, Place(turn.position, turn.queue_length, eta), ticket, degraded=answer.degraded
         )
 
     def _ticket(self, room: RoomConfig, session_id: str, number: int, now: float) -> str:
@@ -164,14 +210,15 @@ class Line:
         )
 
     async def _ask(
-        self, room: RoomConfig, policy: QueuePolicy, session_id: str
+        self, room: RoomConfig, policy: QueuePolicy, session_id: str, client: str
     ) -> FallbackAnswer[Turn | None]:
         async def shared() -> Turn | None:
             await self.sync.before_shared(room)
-            return await self.store.queue(policy, session_id)
+            return await self.store.queue(policy, session_id, client)
 
         async def local(store: MemoryStore, replicas: int) -> Turn | None:
-            turn = await store.queue(queue_policy(room, replicas, hold=policy.hold), session_id)
+            share = queue_policy(room, replicas, hold=policy.hold, ttl=policy.ttl, seed=policy.seed)
+            turn = await store.queue(share, session_id, client)
             if turn.admitted:
                 self.sync.admitted_locally(room.name)
             return turn

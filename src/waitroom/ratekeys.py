@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from waitroom.claims import ClaimVerifier
 from waitroom.config import Config
-from waitroom.identity import client_ip
+from waitroom.identity import request_ip
 from waitroom.store import Clock
 from waitroom.store.base import RateCheck, RateResult
 
@@ -41,15 +41,7 @@ class KeyReader:
         if key == "global":
             return "*", "ok"
         if key == "ip":
-            ip = client_ip(
-                self.config.client_ip,
-                peer=facts.peer,
-                forwarded_for=facts.header("X-Forwarded-For"),
-                header_value=facts.header(self.config.client_ip.header)
-                if self.config.client_ip.header
-                else None,
-            )
-            return ip, "ok"
+            return request_ip(self.config.client_ip, facts.peer, facts.header), "ok"
         kind, _, name = key.partition(":")
         if kind == "header":
             value = (facts.header(name) or "").strip()

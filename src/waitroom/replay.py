@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, http
 
+from waitroom.sessions import token_session_id
+
 if TYPE_CHECKING:
     from waitroom.gate import Gate
     from waitroom.runtime import Runtime
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 METADATA_KEY = "waitroom"
 """flow.metadata[METADATA_KEY]: the proxy's decisions, saved with the flow (`mitmdump -w`)."""
 RATE_LIMIT_HEADERS = ("Retry-After", "RateLimit-Policy", "RateLimit")
+COMMAND_HEADER = "Waitroom-Command"
+"""The upstream's command to the proxy (release.py); the proxy takes it off every answer."""
 
 
 def decision_of(flow: http.HTTPFlow) -> str:
@@ -43,6 +47,8 @@ def decision_of(flow: http.HTTPFlow) -> str:
             words.append(f"shadow {','.join(limit['shadow_limited'])}")
     if meta.get("room"):
         words.append(f"room {meta['room']} {meta.get('outcome')}")
+    if meta.get("command"):
+        words.append(f"upstream said {meta['command']}")
     return " ".join(words) or "untouched"
 
 
@@ -170,19 +176,31 @@ class Replay:
             return
         recorded = flow.response
         answered_by_proxy = proxy_answered(flow)
+        command = (flow.metadata.get(METADATA_KEY) or {}).get("command")
         flow.response = None
         flow.metadata.pop(METADATA_KEY, None)
         clock = self.runtime.replay_clock
         clock.set(flow.request.timestamp_start)
+        loaded = self.runtime.loaded
+        if loaded is not None and recorded is not None:
+            # The ids the recording gave out, so that later recorded cookies name what this replay knows.
+            prefix = self._cookie_prefix() + "_"
+            set_cookies = [h for h in recorded.headers.get_all("Set-Cookie") if h.startswith(prefix)]
+            tokens = [h.split("=", 1)[1].split(";", 1)[0] for h in set_cookies]
+            loaded.decider.new_id.recorded = [sid for token in tokens if (sid := token_session_id(token))]
         try:
             await self.gate.decide(flow)
         finally:
             clock.base = None
+            if loaded is not None:
+                loaded.decider.new_id.recorded = []
             if flow.response is None and recorded is not None:
                 if answered_by_proxy:  # forwarded now, answered by the proxy then: no upstream answer
                     flow.response = not_recorded_answer()
                 else:
                     strip_proxy_headers(recorded, self._cookie_prefix())
+                    if command:  # the upstream's own word, which the proxy took off the answer
+                        recorded.headers[COMMAND_HEADER] = command
                     flow.response = recorded
 
     def response(self, flow: http.HTTPFlow) -> None:

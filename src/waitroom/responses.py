@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "static" / "waitroom.html"
+CLOSED_TEMPLATE = Path(__file__).resolve().parents[2] / "static" / "closed.html"
 MAX_TEMPLATE_BYTES = 64 * 1024
 TEMPLATE_VARIABLES = frozenset(
-    {"room", "retry_after", "status", "data", "position", "queue_length", "eta_seconds"}
+    {"room", "retry_after", "status", "data", "position", "queue_length", "eta_seconds", "opens_in"}
 )
 POLL_HEADER = "Waitroom-Poll"
 """Sent by the wait page's script: when admitted, the proxy answers the poll itself (no upstream)."""
@@ -103,6 +104,9 @@ class Place:
     """Live tickets ahead of the visitor (0: next in)."""
     queue_length: int
     eta_seconds: int
+    opens_in: int | None = None
+    """Before a scheduled opening: seconds until it (the pre-queue's order is drawn at the opening,
+    so no position is shown before)."""
 
 
 def _wait_fields(room: str, retry_after: int, blocked_for: int, place: Place | None) -> dict[str, object]:
@@ -112,7 +116,9 @@ def _wait_fields(room: str, retry_after: int, blocked_for: int, place: Place | N
         "retry_after": retry_after,
         "blocked_for": blocked_for,
     }
-    if place is not None:
+    if place is not None and place.opens_in is not None:
+        fields.update(prequeue=True, opens_in=place.opens_in, queue_length=place.queue_length)
+    elif place is not None:
         fields.update(position=place.position, queue_length=place.queue_length, eta_seconds=place.eta_seconds)
     return fields
 
@@ -161,12 +167,33 @@ def _wait_answer(
             "retry_after": str(retry_after),
             "status": str(status),
             "data": script_safe_json(fields),
-            "position": "" if place is None else str(place.position),
+            "position": "" if place is None or place.opens_in is not None else str(place.position),
             "queue_length": "" if place is None else str(place.queue_length),
-            "eta_seconds": "" if place is None else str(place.eta_seconds),
+            "eta_seconds": "" if place is None or place.opens_in is not None else str(place.eta_seconds),
+            "opens_in": "" if place is None or place.opens_in is None else str(place.opens_in),
         }
     )
     return Answer(status, headers, page.encode("utf-8"))
+
+
+def closed_answer(*, template: Template, room: str, status: int, accept: str) -> Answer:
+    """A room after its `closes_at`: the closed page, or `{"status": "closed"}` for JSON clients."""
+    fields = {"status": "closed", "room": room}
+    headers = {"Cache-Control": "no-store", "Waitroom-Status": "closed"}
+    if wants_json(accept):
+        return Answer(status, {**headers, "Content-Type": "application/json"}, json.dumps(fields).encode())
+    values = dict.fromkeys(TEMPLATE_VARIABLES, "")
+    values.update(room=html.escape(room), status=str(status), retry_after="0", data=script_safe_json(fields))
+    page = template.render(values)
+    return Answer(status, {**headers, "Content-Type": "text/html; charset=utf-8"}, page.encode("utf-8"))
+
+
+def refused_ticket_answer(*, room: str, retry_after: int) -> Answer:
+    """No ticket: too many new tickets from the visitor's address this minute (tickets_per_ip)."""
+    answer = problem_answer(429, "Too many new places in line from your address; try again later.")
+    headers = {**answer.headers, "Retry-After": str(retry_after), "Waitroom-Status": "refused"}
+    body = json.loads(answer.body) | {"title": "Too Many Requests", "room": room, "retry_after": retry_after}
+    return Answer(429, headers, json.dumps(body).encode())
 
 
 def admitted_poll_answer(room: str) -> Answer:
@@ -221,8 +248,11 @@ def problem_answer(status: int, detail: str, *, retry_after: int | None = None) 
     headers = {"Cache-Control": "no-store", "Content-Type": "application/problem+json"}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    title = {400: "Bad Request", 414: "URI Too Long", 431: "Request Header Fields Too Large"}.get(
-        status, "Service Unavailable"
-    )
+    title = {
+        400: "Bad Request",
+        414: "URI Too Long",
+        429: "Too Many Requests",
+        431: "Request Header Fields Too Large",
+    }.get(status, "Service Unavailable")
     problem = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     return Answer(status, headers, json.dumps(problem).encode())

@@ -62,6 +62,26 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(12)
 
 
+class SessionIds:
+    """Where new session ids come from: random, except that a flow replay hands over the ids its
+    recording gave out (`recorded`), so that a replay decides on the ids its recorded cookies hold."""
+
+    def __init__(self) -> None:
+        self.recorded: list[str] = []
+
+    def __call__(self) -> str:
+        return self.recorded.pop(0) if self.recorded else new_session_id()
+
+
+def token_session_id(token: str) -> str | None:
+    """The session id a token of ours names, read without checking it: for replaying a recording."""
+    try:
+        fields = _b64decode(token.split(".", 1)[0]).decode().split("|")
+    except (ValueError, binascii.Error):
+        return None
+    return fields[2] if len(fields) == 5 else None
+
+
 def keys_from_secret(secret: str) -> list[bytes]:
     """Parse `WAITROOM_SECRET`: comma-separated keys, each at least 16 characters."""
     keys = [k.strip() for k in secret.split(",") if k.strip()]
@@ -128,6 +148,11 @@ class SessionCodec:
         if session is None or session.room != room or session.expires_at <= now:
             return None
         return session.session_id
+
+    def derive(self, label: str) -> str:
+        """A value every replica sharing the signing key computes alike, that no client can: an
+        event's shuffle seed (queue.event_seed)."""
+        return hmac.new(self._keys[0], label.encode(), hashlib.sha256).hexdigest()[:32]
 
     def issue_ticket(self, room: str, session_id: str, number: int, expires_at: float) -> str:
         """A ticket for `room`; `number` 0 when the store's answer was lost (the id is what counts)."""

@@ -32,7 +32,7 @@ def test_a_load_builds_both_deciders_on_one_store(config_file: Path) -> None:
     loaded = runtime.loaded
     assert loaded is not None
     assert loaded.decider.store is loaded.limiter.store is runtime.store
-    assert set(loaded.templates) == {"shop"}
+    assert set(loaded.templates) == {"shop", "shop:closed"}  # the wait page and the closed page
     assert called == [True]
     runtime.load(config_file)  # a reload keeps the embedded store and its windows
     assert runtime.loaded is not loaded

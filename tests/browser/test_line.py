@@ -1,15 +1,20 @@
 """A `fifo` room in a real browser: the page shows the visitor's place and wait, updates them with
-each poll without reloading, and lets the visitor in by itself, in ticket order."""
+each poll without reloading, and lets the visitor in by itself, in ticket order; before a scheduled
+opening it counts down (screenshots: docs/prequeue-*.png, taken again with WAITROOM_UPDATE_DOCS=1)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import NewContext, Site
-from tests.browser.helpers import COUNTER_PRE, Journal, room_config
+from tests.browser.helpers import COUNTER_PRE, UPDATE_DOCS_ENV, Journal, png_size, room_config
+from tests.browser.test_page_quality import ARTIFACTS, DOCS, SCREENS
 
 pytestmark = pytest.mark.e2e
 
@@ -42,3 +47,48 @@ def test_the_page_shows_the_place_in_line_and_moves_up(site: Site, new_context: 
     assert journals[1].documents() == [(url, 503)]
     expect(behind.locator(COUNTER_PRE)).to_have_text('{"path": "/shop/item", "count": 0}', timeout=15_000)
     assert journals[1].documents() == [(url, 503), (url, 200)]
+
+
+def event_room(opens_in: float) -> str:
+    opens = (datetime.now(UTC) + timedelta(seconds=opens_in)).isoformat()
+    return room_config(
+        new_sessions=5,
+        window="10s",
+        block_for="0s",
+        retry_after="1s",
+        extra=f"{FIFO}    opens_at: '{opens}'\n",
+    )
+
+
+def test_the_pre_queue_page_counts_down_then_lets_the_visitor_in(site: Site, new_context: NewContext) -> None:
+    proxy = site(event_room(6))
+    page = new_context().new_page()
+    journal = Journal(page)
+    url = f"{proxy.url}/shop/item"
+    assert page.goto(url).status == 503  # type: ignore[union-attr]
+    countdown = page.locator("#position")
+    expect(countdown).to_have_text(re.compile(r"^Opens in 0:0[1-6]\.$"))
+    first = countdown.inner_text()
+    expect(countdown).not_to_have_text(first, timeout=3_000)  # it ticks, without a reload
+    expect(page.locator("#eta")).to_contain_text("random order")
+    expect(page.locator(COUNTER_PRE)).to_have_text('{"path": "/shop/item", "count": 0}', timeout=20_000)
+    assert journal.documents() == [(url, 503), (url, 200)]
+
+
+@pytest.mark.parametrize("screen", sorted(SCREENS))
+def test_screenshots_of_the_pre_queue_page(site: Site, new_context: NewContext, screen: str) -> None:
+    options = SCREENS[screen]
+    proxy = site(event_room(12 * 60 + 34))
+    page = new_context(color_scheme="light", reduced_motion="reduce", **options).new_page()
+    assert page.goto(f"{proxy.url}/shop").status == 503  # type: ignore[union-attr]
+    expect(page.locator("#position")).to_have_text(re.compile(r"^Opens in 12:3[34]\.$"))
+    name = f"prequeue-{screen}.png"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / name)
+    size = (options["viewport"]["width"], options["viewport"]["height"])
+    assert png_size(ARTIFACTS / name) == size
+    if os.environ.get(UPDATE_DOCS_ENV) == "1":
+        shutil.copyfile(ARTIFACTS / name, DOCS / name)
+    documented = DOCS / name
+    assert documented.is_file(), f"{documented} is missing: run the browser tests with {UPDATE_DOCS_ENV}=1"
+    assert png_size(documented) == size, f"{documented} is stale: rerun with {UPDATE_DOCS_ENV}=1"

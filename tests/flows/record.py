@@ -13,13 +13,14 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 
-from tests.flows.scenario import SECRET, Scenario, expectation_lines, read_flows, scenarios
+from tests.flows.scenario import SECRET, TIMES_HEADER, Scenario, expectation_lines, read_flows, scenarios
 from tests.support import Mitmdump, RedisServer, Upstream
 from waitroom.sessions import SessionCodec, keys_from_secret
 
@@ -52,23 +53,21 @@ def record(scenario: Scenario, workdir: Path) -> None:
     other = Upstream(name="other-backend")
     redis = RedisServer(workdir) if scenario.store == "redis" else None
     urls = {"{other}": other.url, "{redis}": redis.url if redis else ""}
+    moments = {name: time.time() + offset for name, offset in scenario.times.items()}
+    times = {name: datetime.fromtimestamp(at, UTC).isoformat() for name, at in moments.items()}
     config = workdir / f"{scenario.name}.yaml"
-    config.write_text(scenario.config_text(urls))
+    config.write_text(scenario.config_text({**urls, **{f"{{{k}}}": v for k, v in times.items()}}))
     out = workdir / f"{scenario.name}.mitm"
     env = {"WAITROOM_SECRET": SECRET, **scenario.env}
-    proxy = Mitmdump(
-        "http://127.0.0.1:9",
-        workdir,
-        config,
-        env=env,
-        extra=["-w", str(out)],
-        scripts=["addons/waitroom.py", "addons/counter.py"],
-    ).wait_ready()
+    behind = other.url if scenario.upstream == "other" else "http://127.0.0.1:9"
+    scripts = ["addons/waitroom.py"] + (["addons/counter.py"] if scenario.upstream == "counter" else [])
+    proxy = Mitmdump(behind, workdir, config, env=env, extra=["-w", str(out)], scripts=scripts).wait_ready()
     visitors: dict[str, httpx.Client] = {}
     try:
         for step in scenario.steps:
-            if "sleep" in step:
-                time.sleep(float(step["sleep"]))  # the scenario's own passing of time
+            if "sleep" in step:  # the scenario's own passing of time: so long, or so long after a moment
+                start = moments[step["after"]] if "after" in step else time.time()
+                time.sleep(max(0.0, start + float(step["sleep"]) - time.time()))
                 continue
             client = visitors.setdefault(step["as"], httpx.Client(base_url=proxy.url, timeout=10))
             headers = dict(step.get("headers") or {})
@@ -94,6 +93,8 @@ def record(scenario: Scenario, workdir: Path) -> None:
         f"# {scenario.name}: {scenario.description.strip().splitlines()[0]}",
         "# make flows re-records this file",
     ]
+    if times:
+        header.append(TIMES_HEADER + " ".join(f"{name}={value}" for name, value in times.items()))
     scenario.expected.write_text("\n".join(header + expectation_lines(flows)) + "\n")
     print(f"recorded {scenario.name}: {len(flows)} flows")
 

@@ -21,11 +21,13 @@ from mitmproxy.eventsequence import iterate
 from mitmproxy.test import taddons
 
 from waitroom.addon import WaitRoom
+from waitroom.durations import parse_duration
 from waitroom.replay import describe
 
 FLOWS = Path(__file__).resolve().parent
 SECRET = "flows-secret-0123456789abcdef0123"
 """WAITROOM_SECRET when recording and replaying: recorded session cookies must verify."""
+TIMES_HEADER = "# times: "
 PLACEHOLDER_URLS = {"{redis}": "redis://127.0.0.1:1/0", "{other}": "http://127.0.0.1:1"}
 """What `{redis}` and `{other}` become when a scenario is replayed: nothing is contacted then."""
 
@@ -38,6 +40,13 @@ class Scenario:
     config: str
     steps: list[dict[str, Any]]
     env: dict[str, str] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
+    """`{name}` placeholders for moments of the recording: seconds after the config is written
+    (e.g. a scheduled opening). The recording's moments are kept in the .expected header."""
+    upstream: str = "counter"
+    """What answers behind the proxy when recording: `counter` (the request counter, in the same
+    mitmdump) or `other` (tests.support.Upstream, which says `Waitroom-Command: release` under
+    /release)."""
 
     @classmethod
     def load(cls, path: Path) -> Scenario:
@@ -49,7 +58,17 @@ class Scenario:
             config=data["config"],
             steps=data["steps"],
             env={k: str(v) for k, v in (data.get("env") or {}).items()},
+            times={k: parse_duration(v) for k, v in (data.get("times") or {}).items()},
+            upstream=data.get("upstream", "counter"),
         )
+
+    def recorded_times(self) -> dict[str, str]:
+        """`{name}` → the moment (ISO 8601) the recording used, from the .expected header."""
+        for line in self.expected.read_text().splitlines():
+            if line.startswith(TIMES_HEADER):
+                pairs = (item.split("=", 1) for item in line[len(TIMES_HEADER) :].split())
+                return {f"{{{name}}}": value for name, value in pairs}
+        return {}
 
     @property
     def recording(self) -> Path:
@@ -98,7 +117,8 @@ async def replay(scenario: Scenario, config_path: Path, urls: dict[str, str] | N
     recorded time (flows from a file arrive with `live == False` and their recorded answer; the
     addon's replay mode clears it, decides, and keeps it only where the proxy forwarded), and
     return one line per request."""
-    config_path.write_text(scenario.config_text(urls or PLACEHOLDER_URLS))  # noqa: ASYNC240 - a test file
+    placeholders = {**(urls or PLACEHOLDER_URLS), **scenario.recorded_times()}
+    config_path.write_text(scenario.config_text(placeholders))  # noqa: ASYNC240 - a test file
     lines = []
     with environment({"WAITROOM_SECRET": SECRET, **scenario.env}):
         addon = WaitRoom()

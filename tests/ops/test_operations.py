@@ -265,6 +265,8 @@ def test_the_cli(start_proxy: StartProxy, upstream: Upstream, tmp_path: Path) ->
         "BLOCK",
         "FOR",
         "LINE",
+        "INSIDE",
+        "EVENT",
         "STORE",
     ]
     assert any(line.split()[:4] == ["shop", "/shop", "normal", "2/1m"] for line in lines)

@@ -85,9 +85,9 @@ async def test_room_settings_change_the_running_deciders(admin_proxy: Proxy) -> 
             assert (answer.status_code, answer.json()["mode"]) == (200, mode)
         reset = (await call(url, "POST", "/admin/rooms/shop/reset")).json()
         assert (reset["mode"], reset["new_sessions"], reset["block_for"]) == ("normal", 2, "30s")
-        unknown = await call(url, "POST", "/admin/rooms/shop/close")
+        unknown = await call(url, "POST", "/admin/rooms/shop/explode")
         assert unknown.status_code == 404
-        assert "unknown room action 'close'" in unknown.json()["error"]
+        assert "unknown room action 'explode'" in unknown.json()["error"]
 
 
 async def test_unblock_ends_a_block_in_the_store(admin_proxy: Proxy) -> None:
@@ -106,13 +106,13 @@ async def test_unblock_ends_a_block_in_the_store(admin_proxy: Proxy) -> None:
 @pytest.mark.parametrize(
     ("content", "error"),
     [
-        (b"", "nothing to change: give new_sessions and/or block_for"),
-        (b"{}", "nothing to change: give new_sessions and/or block_for"),
+        (b"", "nothing to change: give new_sessions, block_for, opens_at and/or closes_at"),
+        (b"{}", "nothing to change: give new_sessions, block_for, opens_at and/or closes_at"),
         (b"not json", "the body is not JSON"),
         (b"\xff\xfe", "the body is not JSON"),
         (b"[1]", "the body must be a JSON object"),
         (b'{"new_sessions": NaN}', "the body is not JSON"),
-        (b'{"window": "1m"}', "unknown room setting 'window' (new_sessions, block_for)"),
+        (b'{"window": "1m"}', "unknown room setting 'window' (new_sessions, block_for, opens_at, closes_at)"),
         (b'{"new_sessions": 0}', None),
         (b'{"block_for": "soon"}', None),
     ],

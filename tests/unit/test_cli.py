@@ -62,7 +62,7 @@ def test_check_of_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in ([], ["room", "shop"], ["room", "shop", "close"], ["rule", "api", "open"]):
+    for argv in ([], ["room", "shop"], ["room", "shop", "explode"], ["rule", "api", "open"]):
         with pytest.raises(SystemExit) as exited:
             cli.main(argv)
         assert exited.value.code == 2
@@ -81,7 +81,7 @@ async def test_status_room_and_rule_commands(
         header = "ROOM  MATCH                MODE    LIMIT  IN WINDOW  BLOCKED  BLOCK FOR  LINE"
         assert lines[3].startswith(header)
         assert lines[3].split()[-1] == "STORE"
-        assert lines[4].split() == ["shop", "/shop", "normal", "2/1m", "0", "no", "30s", "-", "ok"]
+        assert lines[4].split() == ["shop", "/shop", "normal", "2/1m", "0", "no", "30s", "-", "-", "-", "ok"]
         assert lines[5].split()[:3] == ["news", "/news", "@news.example"]
         assert lines[6].split()[:2] == ["line", "/line"]
         assert "0 waiting, eta " in lines[6]  # a fifo room shows its line
@@ -164,13 +164,22 @@ def test_settings_become_the_json_the_api_takes() -> None:
 @pytest.mark.parametrize(
     ("command", "settings", "message"),
     [
-        (cli.room_command, ["window=1m"], "expected new_sessions=VALUE block_for=VALUE, got 'window=1m'"),
+        (
+            cli.room_command,
+            ["window=1m"],
+            "expected new_sessions=VALUE block_for=VALUE opens_at=VALUE closes_at=VALUE, got 'window=1m'",
+        ),
         (
             cli.room_command,
             ["new_sessions"],
-            "expected new_sessions=VALUE block_for=VALUE, got 'new_sessions'",
+            "expected new_sessions=VALUE block_for=VALUE opens_at=VALUE closes_at=VALUE, got 'new_sessions'",
         ),
-        (cli.room_command, [], "nothing to set: give new_sessions=VALUE and/or block_for=VALUE"),
+        (
+            cli.room_command,
+            [],
+            "nothing to set: give new_sessions=VALUE and/or block_for=VALUE"
+            " and/or opens_at=VALUE and/or closes_at=VALUE",
+        ),
         (cli.rule_command, [], "nothing to set: give limit=VALUE"),
     ],
 )

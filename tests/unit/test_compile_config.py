@@ -13,7 +13,8 @@ from waitroom.config import DEFAULT_CONFIG, ConfigError, compile_config
 
 def test_the_shipped_config_compiles() -> None:
     config, templates, verifier = compile_config(DEFAULT_CONFIG)
-    assert set(templates) == {room.name for room in config.rooms}
+    # Each room: its wait page, and its closed page (keyed `name:closed`).
+    assert set(templates) == {n for room in config.rooms for n in (room.name, f"{room.name}:closed")}
     assert (verifier is None) == (config.jwt is None)
 
 

@@ -21,6 +21,10 @@ class RoomPolicy:
     new_sessions: int
     window: float
     block_for: float
+    max_active: int = 0
+    """Sessions active at once (0: no cap)."""
+    ttl: float = 0.0
+    """A session idle this long is no longer active (the session cookie's ttl)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,18 @@ class QueuePolicy:
     """A called ticket keeps its place this long, then it lapses to the next in line."""
     hold: bool = False
     """An operator holds every new visitor (queue-all): the line is kept, nobody is called."""
+    max_active: int = 0
+    """Sessions active at once (0: no cap): a ticket is called only when there is a place inside."""
+    ttl: float = 0.0
+    """A session idle this long is no longer active."""
+    opens_at: float = 0.0
+    """A scheduled opening (Unix time; 0: none). Before it nobody is called, and new tickets take a
+    place in the pre-queue by a keyed hash of their id, so its order is random but the same on every
+    replica; from it, tickets join the end of the line."""
+    seed: str = ""
+    """The event's shuffle key (see queue.event_seed)."""
+    tickets_per_ip: int = 0
+    """New tickets per client address per minute (0: no limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +87,13 @@ class Turn:
     slot: float
     """When the place this ticket will take in the current window frees up (store clock): the
     admission time of the log entry that must leave the window, `now` for a place held by a called
-    ticket, or earlier than `now - window` for a place free already."""
+    ticket, or earlier than `now - window` for a place free already. When `refused`: seconds until
+    the address may get a ticket again."""
     now: float
+    prequeue: bool = False
+    """Before the scheduled opening: the ticket waits in the pre-queue."""
+    refused: bool = False
+    """No ticket: this client address has had `tickets_per_ip` this minute."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +167,8 @@ class RoomState:
     """Admissions inside the window ending now."""
     blocked_for: float
     """Seconds the room's block still lasts; 0 when it is not blocked."""
+    active: int = 0
+    """Sessions active now (kept only for a room with max_active)."""
 
 
 class Store(Protocol):
@@ -165,17 +188,28 @@ class Store(Protocol):
         each keeps its age. Ids already in the log are not counted twice."""
         ...
 
-    async def queue(self, room: QueuePolicy, session_id: str) -> Turn:
+    async def queue(self, room: QueuePolicy, session_id: str, client: str = "") -> Turn:
         """One visitor of a `fifo` room asks to enter, in one atomic step: drop the tickets not seen
         for `abandon_after` and the called ones not used within `grace`; call the next tickets in
         order while the window has places; then: `session_id` already admitted (a lost answer) →
         admitted again; holding a called ticket → admitted (recorded in the window's log); holding a
         live ticket → refreshed, its position answered; otherwise admitted at once if the window has
-        a place and nobody waits uncalled, else a new ticket at the end of the line."""
+        a place and nobody waits uncalled, else a new ticket at the end of the line (refused when
+        `client`, a hash of the visitor's address, has had `tickets_per_ip` this minute)."""
         ...
 
     async def queue_state(self, room: QueuePolicy) -> QueueState:
         """Read a `fifo` room's line without changing it."""
+        ...
+
+    async def touch(self, room: str, ttl: float, seen: Sequence[tuple[str, float]]) -> list[str]:
+        """Sessions of `room` were active `(session id, seconds ago)`: count them active (for the
+        cap). Answers the ids among them that were released (their cookies are no longer honoured)."""
+        ...
+
+    async def release(self, room: str, session_id: str, ttl: float) -> bool:
+        """End a session, or drop a ticket, at once: its place inside (or in line) is free. The id is
+        remembered as released for `ttl`. True if it held a place."""
         ...
 
     async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:

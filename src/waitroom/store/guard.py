@@ -182,11 +182,17 @@ class GuardedStore:
     async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
         return await self._guarded("admit", self.inner.admit(room, session_id))
 
-    async def queue(self, room: QueuePolicy, session_id: str) -> Turn:
-        return await self._guarded("queue", self.inner.queue(room, session_id))
+    async def queue(self, room: QueuePolicy, session_id: str, client: str = "") -> Turn:
+        return await self._guarded("queue", self.inner.queue(room, session_id, client))
 
     async def queue_state(self, room: QueuePolicy) -> QueueState:
         return await self._guarded("queue_state", self.inner.queue_state(room))
+
+    async def touch(self, room: str, ttl: float, seen: Sequence[tuple[str, float]]) -> list[str]:
+        return await self._guarded("touch", self.inner.touch(room, ttl, seen))
+
+    async def release(self, room: str, session_id: str, ttl: float) -> bool:
+        return await self._guarded("release", self.inner.release(room, session_id, ttl))
 
     async def hit(self, checks: Sequence[RateCheck]) -> list[RateResult]:
         return await self._guarded("hit", self.inner.hit(checks))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 import time
 from collections import deque
@@ -47,6 +48,8 @@ class _Line:
     """Session id → when its turn came, in the order called (always the head of the line)."""
     joined: dict[str, int] = field(default_factory=dict)
     counter: int = 0
+    tickets_from: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Client address hash → (tickets this minute, when the minute ends)."""
 
     def leave(self, sid: str) -> None:
         number = self.tickets.pop(sid, None)
@@ -70,19 +73,20 @@ class _Line:
 
     def call(self, free: int, now: int) -> int:
         """Call the next `free` uncalled tickets, in order; how many were called."""
-        heads = self.numbers[len(self.called) : len(self.called) + max(0, free)]
-        for number in heads:
-            self.called[self.holders[number]] = now
-        return len(heads)
+        done = 0
+        for number in self.numbers[: len(self.called) + max(0, free)]:
+            sid = self.holders[number]
+            if done < free and sid not in self.called:
+                self.called[sid] = now
+                done += 1
+        return done
 
-    def join(self, sid: str, now: int) -> int:
-        self.counter += 1
-        self.tickets[sid] = self.counter
-        self.holders[self.counter] = sid
-        self.numbers.append(self.counter)  # the counter only grows: still ascending
+    def join(self, sid: str, now: int, number: int) -> None:
+        self.tickets[sid] = number
+        self.holders[number] = sid
+        bisect.insort(self.numbers, number)
         self.seen[sid] = now
         self.joined[sid] = now
-        return self.counter
 
 
 @dataclass(slots=True)
@@ -91,6 +95,23 @@ class _RoomState:
     """(admission time in µs, session id) inside the window, oldest first: O(new_sessions) memory."""
     blocked_until: int = 0
     line: _Line = field(default_factory=_Line)
+    active: dict[str, int] = field(default_factory=dict)
+    """Session id → last activity, in the order of that activity (only with max_active)."""
+    released: dict[str, int] = field(default_factory=dict)
+    """Session id → when it was released, oldest first."""
+
+    def active_count(self, now: int, ttl: int) -> int:
+        """Sessions active now, after dropping those idle for `ttl`."""
+        while self.active:
+            sid, at = next(iter(self.active.items()))
+            if at > now - ttl:
+                break
+            del self.active[sid]
+        return len(self.active)
+
+    def activate(self, sid: str, at: int) -> None:
+        self.active.pop(sid, None)
+        self.active[sid] = at
 
 
 @dataclass(slots=True)
@@ -142,6 +163,10 @@ class MemoryStore:
         if now < state.blocked_until:
             return Admission(False, state.blocked_until / MICROS, False, now / MICROS)
         if len(log) < room.new_sessions:
+            if room.max_active:
+                if state.active_count(now, _us(room.ttl)) >= room.max_active:
+                    return Admission(False, 0.0, False, now / MICROS)  # full inside: no block
+                state.activate(session_id, now)
             log.append((now, session_id))
             return Admission(True, 0.0, False, now / MICROS)
         if room.block_for <= 0:  # no block: every new visitor is judged by the window alone
@@ -149,37 +174,84 @@ class MemoryStore:
         state.blocked_until = now + _us(room.block_for)
         return Admission(False, state.blocked_until / MICROS, True, now / MICROS)
 
-    async def queue(self, room: QueuePolicy, session_id: str) -> Turn:
+    async def queue(self, room: QueuePolicy, session_id: str, client: str = "") -> Turn:
         # No await inside: atomic on the event loop, like room_queue.lua (which it follows step by step).
         now = _us(self._clock())
         state = self._room(room.name, now, room.window)
         log, line = state.log, state.line
+        prequeue = now < _us(room.opens_at)
+        hold = room.hold or prequeue
         if any(member == session_id for _, member in log):  # admitted by an ask whose answer was lost
             line.leave(session_id)
             return Turn(True, 0, 0, len(line.numbers), len(line.called), 0.0, now / MICROS)
         line.drop_stale(now, _us(room.abandon_after), _us(room.grace))
         free = room.new_sessions - len(log) - len(line.called)
-        if not room.hold and free > 0:
+        if room.max_active:  # a place inside as well: the called tickets hold theirs already
+            free = min(free, room.max_active - state.active_count(now, _us(room.ttl)) - len(line.called))
+        if not hold and free > 0:
             free -= line.call(free, now)
         length, called = len(line.numbers), len(line.called)
+
+        def enter() -> None:
+            log.append((now, session_id))
+            if room.max_active:
+                state.activate(session_id, now)
 
         number = line.tickets.get(session_id)
         if number is not None:
             if session_id in line.called:  # its turn has come
                 line.leave(session_id)
-                log.append((now, session_id))
-                return Turn(True, number, 0, length - 1, called - 1, 0.0, now / MICROS)
+                enter()
+                return Turn(True, _shown(number), 0, length - 1, called - 1, 0.0, now / MICROS)
             line.seen.pop(session_id)
             line.seen[session_id] = now  # to the end: the order of last asks
             position = bisect.bisect_left(line.numbers, number)
             slot = _slot(position - called, room.new_sessions, free, log, now, room.window)
-            return Turn(False, number, position, length, called, slot, now / MICROS)
-        if not room.hold and free > 0 and called == length:  # a place, and nobody waits for one
-            log.append((now, session_id))
+            return Turn(False, _shown(number), position, length, called, slot, now / MICROS, prequeue)
+        if not hold and free > 0 and called == length:  # a place, and nobody waits for one
+            enter()
             return Turn(True, 0, 0, length, called, 0.0, now / MICROS)
-        number = line.join(session_id, now)
-        slot = _slot(length - called, room.new_sessions, free, log, now, room.window)
-        return Turn(False, number, length, length + 1, called, slot, now / MICROS)
+        if room.tickets_per_ip and client:
+            issued, until = line.tickets_from.get(client, (0, 0))
+            if until <= now:
+                issued, until = 0, now + 60 * MICROS
+            line.tickets_from[client] = (issued + 1, until)
+            if issued + 1 > room.tickets_per_ip:
+                return Turn(False, 0, 0, length, called, (until - now) / MICROS, now / MICROS, refused=True)
+        if prequeue:
+            number = prequeue_rank(room.seed, session_id)
+        else:
+            line.counter += 1
+            number = AFTER_OPENING + line.counter
+        line.join(session_id, now, number)
+        position = bisect.bisect_left(line.numbers, number)
+        slot = _slot(position - called, room.new_sessions, free, log, now, room.window)
+        return Turn(False, _shown(number), position, length + 1, called, slot, now / MICROS, prequeue)
+
+    async def touch(self, room: str, ttl: float, seen: Sequence[tuple[str, float]]) -> list[str]:
+        now = _us(self._clock())
+        state = self._rooms.setdefault(room, _RoomState())
+        gone = []
+        for session_id, ago in seen:
+            if session_id in state.released:
+                gone.append(session_id)
+            else:
+                at = now - max(0, _us(ago))
+                if state.active.get(session_id, at - 1) < at:
+                    state.activate(session_id, at)
+        return gone
+
+    async def release(self, room: str, session_id: str, ttl: float) -> bool:
+        now = _us(self._clock())
+        state = self._rooms.setdefault(room, _RoomState())
+        held = state.active.pop(session_id, None) is not None or session_id in state.line.tickets
+        state.line.leave(session_id)
+        released = state.released
+        while released and next(iter(released.values())) <= now - _us(ttl):
+            del released[next(iter(released))]
+        released.pop(session_id, None)
+        released[session_id] = now
+        return held
 
     async def queue_state(self, room: QueuePolicy) -> QueueState:
         now = _us(self._clock())
@@ -260,8 +332,9 @@ class MemoryStore:
         if state is None:
             return RoomState(0, 0.0)
         cutoff = now - _us(room.window)
+        active = sum(1 for at in state.active.values() if at > now - _us(room.ttl))
         return RoomState(
-            sum(1 for t, _ in state.log if t > cutoff), max(0, state.blocked_until - now) / MICROS
+            sum(1 for t, _ in state.log if t > cutoff), max(0, state.blocked_until - now) / MICROS, active
         )
 
     async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
@@ -302,6 +375,20 @@ class MemoryStore:
     async def close(self) -> None:
         self._rooms.clear()
         self._rates.clear()
+
+
+AFTER_OPENING = 2**48
+"""Tickets numbered by the counter come after every pre-queue ticket (numbered by a 48-bit hash)."""
+
+
+def prequeue_rank(seed: str, session_id: str) -> int:
+    """A pre-queue ticket's place: a keyed hash of its id, as room_queue.lua computes it."""
+    return int(hashlib.sha1((seed + session_id).encode()).hexdigest()[:12], 16)
+
+
+def _shown(number: int) -> int:
+    """The number a ticket shows: its place in arrival order, 0 in the pre-queue."""
+    return number - AFTER_OPENING if number >= AFTER_OPENING else 0
 
 
 def _slot(

@@ -147,6 +147,8 @@ class RedisStore:
         self._room_record = scripts(load_lua("room_record.lua"))
         self._queue = scripts(load_lua("room_queue.lua"))
         self._queue_state = scripts(load_lua("room_queue_state.lua"))
+        self._touch = scripts(load_lua("room_touch.lua"))
+        self._release = scripts(load_lua("room_release.lua"))
         self.overrides_key = f"{key_prefix}:{{admin}}:overrides"
         self._cluster = isinstance(client, RedisCluster)
 
@@ -169,8 +171,9 @@ class RedisStore:
         return cls(client_from_url(url, bound), key_prefix, clock, fast)
 
     def room_keys(self, room: str) -> list[str]:
+        """The admission log, the block, the active sessions, the released ones."""
         tag = f"{self._prefix}:{{room:{room}}}"
-        return [f"{tag}:log", f"{tag}:blocked"]
+        return [f"{tag}:log", f"{tag}:blocked", f"{tag}:active", f"{tag}:released"]
 
     def queue_keys(self, room: str) -> list[str]:
         """The admission log (shared with `block`: a room may change order), then the line's."""
@@ -202,20 +205,58 @@ class RedisStore:
             round(room.block_for * MICROS),
             session_id,
             self._now_arg(),
+            room.max_active,
+            round(room.ttl * MICROS),
         ]
         with redis_errors():
-            reply = await self._admit(keys=self.room_keys(room.name), args=args)
+            reply = await self._admit(keys=self.room_keys(room.name)[:3], args=args)
         admitted, blocked_until, started, now = reply
         return Admission(bool(admitted), blocked_until / MICROS, bool(started), now / MICROS)
 
-    async def queue(self, room: QueuePolicy, session_id: str) -> Turn:
-        args = [*self._queue_args(room), session_id, "1" if room.hold else "", self._now_arg()]
+    async def queue(self, room: QueuePolicy, session_id: str, client: str = "") -> Turn:
+        args = [
+            *self._queue_args(room),
+            session_id,
+            "1" if room.hold else "",
+            self._now_arg(),
+            room.max_active,
+            round(room.ttl * MICROS),
+            round(room.opens_at * MICROS),
+            room.seed,
+            room.tickets_per_ip,
+        ]
+        keys = [*self.queue_keys(room.name), self.room_keys(room.name)[2]]
+        if room.tickets_per_ip and client:
+            keys.append(f"{self._prefix}:{{room:{room.name}}}:tickets-from:{client}")
         with redis_errors():
-            reply = await self._queue(keys=self.queue_keys(room.name), args=args)
-        admitted, ticket, position, length, called, slot, now = reply
+            reply = await self._queue(keys=keys, args=args)
+        admitted, ticket, position, length, called, slot, now, state = reply
         return Turn(
-            bool(admitted), int(ticket), int(position), int(length), int(called), slot / MICROS, now / MICROS
+            bool(admitted),
+            int(ticket),
+            int(position),
+            int(length),
+            int(called),
+            slot / MICROS,
+            now / MICROS,
+            prequeue=state == 1,
+            refused=state == 2,
         )
+
+    async def touch(self, room: str, ttl: float, seen: Sequence[tuple[str, float]]) -> list[str]:
+        args: list[str | int] = [round(ttl * MICROS), self._now_arg()]
+        for session_id, ago in seen:
+            args += [session_id, max(0, round(ago * MICROS))]
+        with redis_errors():
+            gone = await self._touch(keys=self.room_keys(room)[2:], args=args)
+        return [_text(sid) for sid in gone]
+
+    async def release(self, room: str, session_id: str, ttl: float) -> bool:
+        keys = [*self.room_keys(room)[2:], *self.queue_keys(room)[1:5]]
+        with redis_errors():
+            return bool(
+                await self._release(keys=keys, args=[session_id, round(ttl * MICROS), self._now_arg()])
+            )
 
     async def queue_state(self, room: QueuePolicy) -> QueueState:
         args = [*self._queue_args(room), self._now_arg()]
@@ -281,10 +322,10 @@ class RedisStore:
         ]
 
     async def room_state(self, room: RoomPolicy) -> RoomState:
-        args = [round(room.window * MICROS), self._now_arg()]
+        args = [round(room.window * MICROS), self._now_arg(), round(room.ttl * MICROS)]
         with redis_errors():
-            in_window, blocked = await self._room_state(keys=self.room_keys(room.name), args=args)
-        return RoomState(int(in_window), blocked / MICROS)
+            in_window, blocked, active = await self._room_state(keys=self.room_keys(room.name)[:3], args=args)
+        return RoomState(int(in_window), blocked / MICROS, int(active))
 
     async def unblock(self, room: str) -> bool:
         with redis_errors():

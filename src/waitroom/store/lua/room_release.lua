@@ -1,0 +1,29 @@
+-- A visitor is done (the upstream's `Waitroom-Command: release`, or the leave path): its place inside
+-- the room, or in the line, is free at once.
+--
+-- KEYS[1]  the room's active sessions     KEYS[2]  the room's released sessions
+-- KEYS[3..6]  the line: line, last seen, called, joined (as in room_queue.lua)
+-- ARGV[1]  the session id
+-- ARGV[2]  session ttl (µs): how long a released id is remembered (its cookie cannot outlive that)
+-- ARGV[3]  optional "now" (µs); empty = the server's TIME
+--
+-- Returns 1 if the id held a place (inside or in line), else 0.
+
+local now
+if ARGV[3] ~= nil and ARGV[3] ~= "" then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call("TIME")
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local sid = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local held = redis.call("ZREM", KEYS[1], sid)
+held = held + redis.call("ZREM", KEYS[3], sid)
+redis.call("ZREM", KEYS[4], sid)
+redis.call("ZREM", KEYS[5], sid)
+redis.call("HDEL", KEYS[6], sid)
+redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now - ttl)
+redis.call("ZADD", KEYS[2], now, sid)
+redis.call("PEXPIRE", KEYS[2], math.ceil(ttl / 1000) + 1000)
+return held > 0 and 1 or 0
