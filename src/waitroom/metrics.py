@@ -31,6 +31,18 @@ _DECISION_BUCKETS = (
 
 
 class Metrics:
+    # Declared by _declare_event_metrics and _declare_line_metrics, which keep this class short.
+    releases: Counter
+    tickets_refused: Counter
+    queue_length: Gauge
+    queue_oldest_wait: Gauge
+    queue_eta: Gauge
+    room_admissions_per_minute: Gauge
+    room_active: Gauge
+    room_max_active: Gauge
+    prequeue_length: Gauge
+    opens_in: Gauge
+
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.room_requests = Counter(
@@ -102,19 +114,7 @@ class Metrics:
             ["policy"],
             registry=registry,
         )
-        self.releases = Counter(
-            "waitroom_releases",
-            "Sessions or tickets ended before their time: by the upstream's Waitroom-Command: release "
-            "(header) or the leave path (leave).",
-            ["room", "source"],
-            registry=registry,
-        )
-        self.tickets_refused = Counter(
-            "waitroom_tickets_refused",
-            "New tickets refused because the client address had its tickets_per_ip this minute.",
-            ["room"],
-            registry=registry,
-        )
+        _declare_event_metrics(self, registry)  # here: /metrics lists them in this order
         self.shed = Counter(
             "waitroom_shed_requests",
             "Requests shed because the proxy was too busy to get the store's answer in time: the wait "
@@ -168,54 +168,7 @@ class Metrics:
             ["room"],
             registry=registry,
         )
-        self.queue_length = Gauge(
-            "waitroom_queue_length",
-            "A fifo room: visitors waiting in line with a live ticket (all replicas, with a shared store).",
-            ["room"],
-            registry=registry,
-        )
-        self.queue_oldest_wait = Gauge(
-            "waitroom_queue_oldest_wait_seconds",
-            "A fifo room: seconds the first visitor in line has waited.",
-            ["room"],
-            registry=registry,
-        )
-        self.queue_eta = Gauge(
-            "waitroom_queue_eta_seconds",
-            "A fifo room: the estimated wait a visitor arriving now is shown (0: a place at once).",
-            ["room"],
-            registry=registry,
-        )
-        self.room_admissions_per_minute = Gauge(
-            "waitroom_room_admissions_per_minute",
-            "New visitors admitted per minute, measured over the room's window ending now.",
-            ["room"],
-            registry=registry,
-        )
-        self.room_active = Gauge(
-            "waitroom_room_active_sessions",
-            "A room with max_active: sessions active now (admitted, not idle for session.ttl, not released).",
-            ["room"],
-            registry=registry,
-        )
-        self.room_max_active = Gauge(
-            "waitroom_room_max_active",
-            "A room's cap on active sessions (max_active); absent when it has none.",
-            ["room"],
-            registry=registry,
-        )
-        self.prequeue_length = Gauge(
-            "waitroom_prequeue_length",
-            "A room with a scheduled opening: visitors in the pre-queue before it opens (0 after).",
-            ["room"],
-            registry=registry,
-        )
-        self.opens_in = Gauge(
-            "waitroom_room_opens_in_seconds",
-            "A room with a scheduled opening: seconds until it opens (0 once open).",
-            ["room"],
-            registry=registry,
-        )
+        _declare_line_metrics(self, registry)  # here: /metrics lists them in this order
         self.room_new_sessions_limit = Gauge(
             "waitroom_room_new_sessions_limit",
             "The room's limit of new visitors per window in force (config or admin override).",
@@ -255,6 +208,75 @@ class Metrics:
             "(cluster.discover_replicas), else store.replicas.",
             registry=registry,
         )
+
+
+def _declare_event_metrics(metrics: Metrics, registry: CollectorRegistry) -> None:
+    """The counters of releases and refused tickets (issue 19's events)."""
+    metrics.releases = Counter(
+        "waitroom_releases",
+        "Sessions or tickets ended before their time: by the upstream's Waitroom-Command: release "
+        "(header) or the leave path (leave).",
+        ["room", "source"],
+        registry=registry,
+    )
+    metrics.tickets_refused = Counter(
+        "waitroom_tickets_refused",
+        "New tickets refused because the client address had its tickets_per_ip this minute.",
+        ["room"],
+        registry=registry,
+    )
+
+
+def _declare_line_metrics(metrics: Metrics, registry: CollectorRegistry) -> None:
+    """The gauges of fifo lines, admission rates, capacity (max_active) and scheduled openings."""
+    metrics.queue_length = Gauge(
+        "waitroom_queue_length",
+        "A fifo room: visitors waiting in line with a live ticket (all replicas, with a shared store).",
+        ["room"],
+        registry=registry,
+    )
+    metrics.queue_oldest_wait = Gauge(
+        "waitroom_queue_oldest_wait_seconds",
+        "A fifo room: seconds the first visitor in line has waited.",
+        ["room"],
+        registry=registry,
+    )
+    metrics.queue_eta = Gauge(
+        "waitroom_queue_eta_seconds",
+        "A fifo room: the estimated wait a visitor arriving now is shown (0: a place at once).",
+        ["room"],
+        registry=registry,
+    )
+    metrics.room_admissions_per_minute = Gauge(
+        "waitroom_room_admissions_per_minute",
+        "New visitors admitted per minute, measured over the room's window ending now.",
+        ["room"],
+        registry=registry,
+    )
+    metrics.room_active = Gauge(
+        "waitroom_room_active_sessions",
+        "A room with max_active: sessions active now (admitted, not idle for session.ttl, not released).",
+        ["room"],
+        registry=registry,
+    )
+    metrics.room_max_active = Gauge(
+        "waitroom_room_max_active",
+        "A room's cap on active sessions (max_active); absent when it has none.",
+        ["room"],
+        registry=registry,
+    )
+    metrics.prequeue_length = Gauge(
+        "waitroom_prequeue_length",
+        "A room with a scheduled opening: visitors in the pre-queue before it opens (0 after).",
+        ["room"],
+        registry=registry,
+    )
+    metrics.opens_in = Gauge(
+        "waitroom_room_opens_in_seconds",
+        "A room with a scheduled opening: seconds until it opens (0 once open).",
+        ["room"],
+        registry=registry,
+    )
 
 
 METRICS = Metrics()
