@@ -106,7 +106,7 @@ class RedisCounts:
     on a Cluster: it is a demo workload, not a sharded database)."""
 
     def __init__(self, client: Any, key_prefix: str, timeout: float, key_window: float = 86_400.0) -> None:
-        from waitroom.store.redis import load_lua
+        from waitroom.store.redis_client import load_lua
 
         self._client = client
         self._timeout = timeout
@@ -157,7 +157,7 @@ def open_counts(config: StoreConfig, timeout: float, key_window: float = 86_400.
     """The counts store that `store.url` names; connections are made on first use."""
     if config.url.startswith("memory://"):
         return MemoryCounts(key_window)
-    from waitroom.store.redis import client_from_url
+    from waitroom.store.redis_client import client_from_url
 
     client = client_from_url(config.url_with_password(), timeout)
     return RedisCounts(client, config.key_prefix, timeout, key_window)
