@@ -10,12 +10,7 @@ from dataclasses import dataclass, field
 
 from waitroom import algorithms as alg
 from waitroom.metrics import METRICS
-from waitroom.store.base import (
-    MICROS,
-    Clock,
-    RateCheck,
-    RateResult,
-)
+from waitroom.store.base import MICROS, Clock, RateCheck, RateResult
 from waitroom.store.memory_rooms import AFTER_OPENING, MemoryRooms, _us, prequeue_rank
 
 __all__ = [

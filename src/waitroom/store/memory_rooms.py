@@ -11,16 +11,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from waitroom.store.base import (
-    MICROS,
-    Admission,
-    Clock,
-    QueuePolicy,
-    QueueState,
-    RoomPolicy,
-    RoomState,
-    Turn,
-)
+from waitroom.store.base import MICROS, Admission, Clock, QueuePolicy, QueueState, RoomPolicy, RoomState, Turn
 from waitroom.store.memory_line import _Line
 
 

@@ -9,16 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from waitroom.store.base import (
-    MICROS,
-    Admission,
-    Clock,
-    QueuePolicy,
-    QueueState,
-    RoomPolicy,
-    RoomState,
-    Turn,
-)
+from waitroom.store.base import MICROS, Admission, Clock, QueuePolicy, QueueState, RoomPolicy, RoomState, Turn
 from waitroom.store.redis_client import _text, redis_errors
 
 
