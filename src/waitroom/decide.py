@@ -123,12 +123,14 @@ class Decider:
         waited: float = 0.0,
         route: Route | None = None,
         client: Callable[[], str] | None = None,
+        user_agent: str = "",
     ) -> Decision:
         """`host` and `path` normalised (see routing); `cookies(name)` gives every value the
         request carries under that name (a browser may send a stale one beside the fresh one);
         `waited`: seconds the request has already spent in the proxy before this decision;
         `route`: the request's route, when the caller classified it already; `client()`: the
-        visitor's address (see identity.client_ip), asked only for `tickets_per_ip`."""
+        visitor's address (see identity.client_ip), asked only for `tickets_per_ip`; `user_agent`:
+        what a `fifo` room's tickets are bound to."""
         if route is None:
             route = self.router.route(host, path)
         if route.bypass:
@@ -151,7 +153,7 @@ class Decider:
             return Decision(Outcome.NO_ROOM) if room.after_close == "pass" else Decision(Outcome.CLOSED, room)
         mode = self.overrides.room_mode(room.name)
         if room.queue == "fifo" and mode is not RoomMode.OPEN:
-            return await self._line(room, tokens, mode, waited, client)
+            return await self._line(room, tokens, mode, waited, client, user_agent)
         if mode is RoomMode.QUEUE_ALL:  # an operator holds every new visitor: no store call
             return Decision(Outcome.WAITING, room)
         # A visitor whose earlier ask may have been recorded asks again under the same id: the
@@ -193,9 +195,12 @@ class Decider:
         mode: RoomMode,
         waited: float,
         client: Callable[[], str] | None,
+        user_agent: str,
     ) -> Decision:
+        hold = mode is RoomMode.QUEUE_ALL
+        effective = self.overrides.room(room)
         asked = await self.line.ask(
-            self.overrides.room(room), tokens, hold=mode is RoomMode.QUEUE_ALL, waited=waited, client=client
+            effective, tokens, hold=hold, waited=waited, client=client, user_agent=user_agent
         )
         sid = asked.session_id
         if asked.admitted:

@@ -155,6 +155,7 @@ class Gate:
                     waited,
                     found.route,
                     lambda: request_ip(loaded.config.client_ip, facts.peer, facts.header),
+                    req.headers.get("User-Agent", ""),
                 )
                 record.count_room(decision, time.perf_counter() - started)
                 record.save_room(flow, decision)

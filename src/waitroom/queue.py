@@ -144,12 +144,14 @@ class Line:
         hold: bool,
         waited: float,
         client: Callable[[], str] | None = None,
+        user_agent: str = "",
     ) -> Asked:
         """`room` with the run-time settings applied; `tokens`: the request's values of the room's
         cookie; `hold`: an operator holds every new visitor; `client()`: the visitor's address."""
         now = self.clock()
         held = next(
-            (t.session_id for token in tokens if (t := self.codec.ticket(token, room.name, now))), None
+            (t.session_id for token in tokens if (t := self.codec.ticket(token, room.name, now, user_agent))),
+            None,
         )
         session_id = held or self.new_id()
         if waited > self.config.store.max_wait:
@@ -162,13 +164,16 @@ class Line:
             policy = queue_policy(room, hold=hold, ttl=self.config.session.ttl, seed=seed)
             address = client_key(client()) if client is not None and room.tickets_per_ip else ""
             answer = await self._ask(room, policy, session_id, address)
+            if answer.value is not None and answer.value.used:  # a used ticket: a newcomer after all
+                held, session_id = None, self.new_id()
+                answer = await self._ask(room, policy, session_id, address)
         except Overloaded as e:
             METRICS.shed.labels(e.reason).inc()
             # The store may have put a newcomer in the line: keep the id, so the next ask finds it.
             return Asked(
                 False,
                 session_id,
-                ticket=None if held else self._ticket(room, session_id, 0, now),
+                ticket=None if held else self._ticket(room, session_id, 0, now, user_agent),
                 shed=e.reason,
             )
         turn = answer.value
@@ -177,7 +182,7 @@ class Line:
             return Asked(
                 False,
                 session_id,
-                ticket=self._ticket(room, session_id, 0, now) if keep else None,
+                ticket=self._ticket(room, session_id, 0, now, user_agent) if keep else None,
                 degraded=answer.degraded,
             )
         if turn.admitted:
@@ -185,7 +190,7 @@ class Line:
         if turn.refused:
             METRICS.tickets_refused.labels(room.name).inc()
             return Asked(False, session_id, refused=max(1, math.ceil(turn.slot)), degraded=answer.degraded)
-        ticket = self._ticket(room, session_id, turn.ticket, now)
+        ticket = self._ticket(room, session_id, turn.ticket, now, user_agent)
         if turn.prequeue:
             opens_in = max(1, math.ceil(policy.opens_at - turn.now))
             place = Place(turn.position, turn.queue_length, opens_in, opens_in=opens_in)
@@ -203,11 +208,10 @@ class Line:
             False, session_id, Place(turn.position, turn.queue_length, eta), ticket, degraded=answer.degraded
         )
 
-    def _ticket(self, room: RoomConfig, session_id: str, number: int, now: float) -> str:
+    def _ticket(self, room: RoomConfig, session_id: str, number: int, now: float, bind: str) -> str:
         # Alive as long as the store can still hold it; renewed with every answer while it waits.
-        return self.codec.issue_ticket(
-            room.name, session_id, number, now + room.abandon_after_seconds + room.grace_seconds
-        )
+        expires = now + room.abandon_after_seconds + room.grace_seconds
+        return self.codec.issue_ticket(room.name, session_id, number, expires, bind)
 
     async def _ask(
         self, room: RoomConfig, policy: QueuePolicy, session_id: str, client: str

@@ -154,23 +154,25 @@ class SessionCodec:
         event's shuffle seed (queue.event_seed)."""
         return hmac.new(self._keys[0], label.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def issue_ticket(self, room: str, session_id: str, number: int, expires_at: float) -> str:
-        """A ticket for `room`; `number` 0 when the store's answer was lost (the id is what counts)."""
-        return self.encode(Session(room, session_id, number, int(expires_at)), TICKET)[1]
+    def issue_ticket(self, room: str, session_id: str, number: int, expires_at: float, bind: str = "") -> str:
+        """A ticket for `room`; `number` 0 when the store's answer was lost (the id is what counts).
+        `bind`: the visitor's User-Agent, which the signature covers (the token does not carry it):
+        the ticket is good only with the same one."""
+        return self.encode(Session(room, session_id, number, int(expires_at)), TICKET, bind)[1]
 
-    def ticket(self, token: str | None, room: str, now: float) -> Session | None:
-        """The ticket in a genuine, unexpired ticket token for `room` (`issued_at` holds its
-        number); else None."""
-        ticket = self._genuine(token, TICKET)
+    def ticket(self, token: str | None, room: str, now: float, bind: str = "") -> Session | None:
+        """The ticket in a genuine, unexpired ticket token for `room`, issued with the same `bind`
+        (`issued_at` holds its number); else None."""
+        ticket = self._genuine(token, TICKET, bind)
         if ticket is None or ticket.room != room or ticket.expires_at <= now:
             return None
         return ticket
 
-    def encode(self, session: Session, version: str = VERSION) -> tuple[Session, str]:
+    def encode(self, session: Session, version: str = VERSION, bind: str = "") -> tuple[Session, str]:
         payload = "|".join(
             (version, session.room, session.session_id, str(session.issued_at), str(session.expires_at))
         ).encode()
-        token = f"{_b64encode(payload)}.{_b64encode(self._sign(self._keys[0], payload))}"
+        token = f"{_b64encode(payload)}.{_b64encode(self._sign(self._keys[0], _bound(payload, bind)))}"
         return session, token
 
     def verify(self, token: str | None, room: str, now: float) -> Session | None:
@@ -187,7 +189,7 @@ class SessionCodec:
             return None
         return session
 
-    def _genuine(self, token: str | None, want: str = VERSION) -> Session | None:
+    def _genuine(self, token: str | None, want: str = VERSION, bind: str = "") -> Session | None:
         """The session a token carries if one of our keys signed it (expiry not checked)."""
         if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
             return None
@@ -200,7 +202,7 @@ class SessionCodec:
         # Check every key, not just until one matches, so timing does not tell which key signed.
         genuine = False
         for key in self._keys:
-            genuine |= hmac.compare_digest(self._sign(key, payload), signature)
+            genuine |= hmac.compare_digest(self._sign(key, _bound(payload, bind)), signature)
         if not genuine:
             return None
         try:
@@ -209,3 +211,8 @@ class SessionCodec:
         except ValueError:  # also UnicodeDecodeError: a genuine key signed something else
             return None
         return session if version == want else None
+
+
+def _bound(payload: bytes, bind: str) -> bytes:
+    """What is signed: the payload, and what the token is bound to (never sent, recomputed)."""
+    return payload + b"\n" + bind.encode("utf-8", "replace") if bind else payload

@@ -91,6 +91,12 @@ def test_a_visitor_sees_its_place_and_a_forged_ticket_is_no_ticket(
         stranger = httpx.Client(base_url=proxy.url, timeout=10, cookies={cookie_name: value})
         body = stranger.get("/", headers=json_).json()
         assert body["position"] >= 3, (value, body)
+    # A ticket is bound to the browser it was given to (its User-Agent): moved to another, it is
+    # no ticket.
+    elsewhere = httpx.Client(
+        base_url=proxy.url, timeout=10, cookies={cookie_name: ticket}, headers={"User-Agent": "another/1.0"}
+    )
+    assert elsewhere.get("/", headers=json_).json()["position"] >= 3
     # A copied ticket shares the one place (the line holds it once), it does not get two.
     twin = httpx.Client(base_url=proxy.url, timeout=10, cookies={cookie_name: ticket})
     assert twin.get("/", headers=json_).json()["position"] == 0

@@ -221,3 +221,19 @@ async def test_replicas_sharing_one_redis_keep_one_line(shared_redis: RedisServe
     finally:
         for store in replicas:
             await store.close()
+
+
+async def test_a_used_ticket_gets_no_second_place(store_and_clock: tuple[Store, Clock]) -> None:
+    store, clock = store_and_clock
+    room = QueuePolicy("used", new_sessions=1, window=10.0, abandon_after=30.0, grace=4.0)
+    assert (await store.queue(room, "first")).admitted
+    assert not (await store.queue(room, "holder")).admitted
+    clock.now += 10
+    await store.queue(room, "someone")  # calls "holder"
+    assert (await store.queue(room, "holder")).admitted
+    clock.now += 3
+    again = await store.queue(room, "holder")  # its answer was lost: asked again within the grace
+    assert (again.admitted, again.used) == (True, False)
+    clock.now += 2
+    copy = await store.queue(room, "holder")  # a kept copy of the ticket, later
+    assert (copy.admitted, copy.used) == (False, True)

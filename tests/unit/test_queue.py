@@ -109,6 +109,12 @@ def test_a_ticket_token_is_bound_to_its_room_and_signature() -> None:
     assert other.ticket(token, "shop", now=1000) is None
     session = codec.issue("shop", "abc", 1000)[1]
     assert codec.ticket(session, "shop", now=1000) is None  # and a session is not a ticket
+    # Bound to a User-Agent: good with that one only (the token does not carry it).
+    bound = codec.issue_ticket("shop", "abc", 7, expires_at=2000, bind="Firefox/140")
+    assert codec.ticket(bound, "shop", now=1000, bind="Firefox/140") is not None
+    assert codec.ticket(bound, "shop", now=1000, bind="curl/8") is None
+    assert codec.ticket(bound, "shop", now=1000) is None
+    assert codec.ticket(token, "shop", now=1000, bind="Firefox/140") is None
 
 
 class Clock:

@@ -94,6 +94,9 @@ class Turn:
     """Before the scheduled opening: the ticket waits in the pre-queue."""
     refused: bool = False
     """No ticket: this client address has had `tickets_per_ip` this minute."""
+    used: bool = False
+    """The ticket was used (its holder admitted) longer than `grace` ago: it is no ticket; the
+    visitor is a newcomer, under a new id."""
 
 
 @dataclass(frozen=True, slots=True)

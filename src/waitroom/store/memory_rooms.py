@@ -83,9 +83,13 @@ class MemoryRooms:
         log, line = state.log, state.line
         prequeue = now < _us(room.opens_at)
         hold = room.hold or prequeue
-        if any(member == session_id for _, member in log):  # admitted by an ask whose answer was lost
+        admitted_at = next((at for at, member in log if member == session_id), None)
+        if admitted_at is not None:
             line.leave(session_id)
-            return Turn(True, 0, 0, len(line.numbers), len(line.called), 0.0, now / MICROS)
+            # An earlier ask got in but its answer was lost; or the ticket was used long ago (a
+            # copy of it, kept): no ticket, no second place.
+            used = admitted_at <= now - _us(room.grace)
+            return Turn(not used, 0, 0, len(line.numbers), len(line.called), 0.0, now / MICROS, used=used)
         line.drop_stale(now, _us(room.abandon_after), _us(room.grace))
         free = room.new_sessions - len(log) - len(line.called)
         if room.max_active:  # a place inside as well: the called tickets hold theirs already

@@ -99,6 +99,7 @@ class RedisRooms:
             now / MICROS,
             prequeue=state == 1,
             refused=state == 2,
+            used=state == 3,
         )
 
     async def touch(self, room: str, ttl: float, seen: Sequence[tuple[str, float]]) -> list[str]:

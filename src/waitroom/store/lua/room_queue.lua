@@ -28,7 +28,8 @@
 --
 -- Returns {admitted (0|1), ticket number (0 if none), position (live tickets ahead), queue length,
 --          called, slot (µs), now (µs), state (0; 1: before the opening; 2: refused, too many
---          tickets from this address, slot then = µs until it may ask again)}; see Turn in base.py.
+--          tickets from this address, slot then = µs until it may ask again; 3: a ticket used
+--          longer than grace ago: no ticket, the caller asks again as a newcomer)}; see Turn in base.py.
 -- Every key shares the hash tag {room:NAME}: one Cluster slot.
 
 local now
@@ -85,9 +86,14 @@ end
 
 -- The window is (now - window, now]: an admission exactly one window old no longer counts.
 redis.call("ZREMRANGEBYSCORE", log, "-inf", now - window)
-if redis.call("ZSCORE", log, sid) then  -- admitted by an earlier ask whose answer was lost
+local admitted_at = redis.call("ZSCORE", log, sid)
+if admitted_at then
   leave({sid})
-  return {1, 0, 0, redis.call("ZCARD", line), redis.call("ZCARD", called), 0, now, 0}
+  if tonumber(admitted_at) > now - grace then  -- an earlier ask got in, but its answer was lost
+    return {1, 0, 0, redis.call("ZCARD", line), redis.call("ZCARD", called), 0, now, 0}
+  end
+  -- A ticket used long ago (a copy of it, kept): no ticket. It gets no second place.
+  return {0, 0, 0, redis.call("ZCARD", line), redis.call("ZCARD", called), 0, now, 3}
 end
 
 -- Abandoned tickets, then called ones left unused: their places go to the next in line. A bounded
