@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,10 +81,13 @@ class Gate:
             return
         await self.decide(flow)
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """A live request not decided on its headers (none is, but it must not pass undecided).
+        Not a coroutine: mitmproxy awaits what a hook returns, and a decided request (all of them)
+        then costs no coroutine."""
         if not flow.live or flow.response or flow.error or flow.metadata.get(_DECIDED_KEY):
-            return  # from a file (replay.py), or decided on its headers already
-        await self.decide(flow)
+            return None  # from a file (replay.py), or decided on its headers already
+        return self.decide(flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         add_headers(flow)
