@@ -100,7 +100,7 @@ def markdown(report: dict[str, Any]) -> str:
             + "\n\nOne Python process, one core, is the ceiling of this architecture. On this "
             "machine the load generator, nginx, Redis and the proxy share "
             f"{m['cpus']} cores, so every figure here is a ratio measured in the same run, not an "
-            "absolute capacity.\n"
+            "absolute capacity.\n" + _what_would_move(missed, report)
         )
     if profile:
         share = profile.get("hooks_share")
@@ -184,6 +184,33 @@ make bench          # about {max(1, round(report["elapsed_s"] / 60))} min here; 
 
 Raw figures with machine information: [`bench/results/latest.json`](bench/results/latest.json).
 """
+
+
+def _what_would_move(missed: list[dict[str, Any]], report: dict[str, Any]) -> str:
+    """Why the missed throughput targets are missed, from this run's own figures."""
+    rows = report["scenarios"]
+    lean = rows.get("lean", {}).get("ratio")
+    lines = []
+    if any(not t["target"].startswith("serve-") and " of " in t["target"] for t in missed):
+        lines.append(
+            "- On mitmdump, the wait room's work is added to mitmdump's own: every hook event is "
+            "dispatched over its ~36 built-in addons whatever the wait room does, so a scenario can "
+            "only reach bare mitmdump's throughput by the wait room costing nothing. What moves it: "
+            "`waitroom serve`, which drops that dispatch"
+            + (f" (the lean master alone: {lean:.2f}× bare mitmdump here)" if lean else "")
+            + "; on mitmdump, fewer of the wait room's own hooks per request and Redis round trips "
+            "(one per new visitor, already)."
+        )
+    if any(t["target"].startswith("serve-") for t in missed):
+        lines.append(
+            "- On `waitroom serve`, what is left is mitmproxy's HTTP layers (parsing, the event "
+            "machinery, one task per connection) and the decision itself: the lean master without "
+            "a wait room bounds what serve can reach"
+            + (f" ({lean:.2f}× bare mitmdump in this run)" if lean else "")
+            + ". What moves it: a proxy process per core (replicas on one Redis add capacity, see "
+            "*Scale* below), or a faster event loop and HTTP parser under mitmproxy."
+        )
+    return ("\nWhat would move them:\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 BURST_COLUMNS = (
