@@ -43,6 +43,13 @@ def serve(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def serving(upstream: Upstream, tmp_path: Path, config: str, extra: list[str]) -> Mitmdump:
+    """`waitroom serve` with this config in front of `upstream` (not yet ready)."""
+    path = tmp_path / "waitroom.yaml"
+    path.write_text(config)
+    return Mitmdump(upstream.url, tmp_path, path, env={"WAITROOM_SECRET": SECRET}, extra=extra, entry="serve")
+
+
 def lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
 
@@ -136,17 +143,8 @@ def test_flows_are_logged_like_mitmdump_and_users_scripts_load(tmp_path: Path) -
         "def response(flow: http.HTTPFlow) -> None:\n"
         "    flow.response.headers['X-Stamp'] = 'mine'\n"
     )
-    config = tmp_path / "waitroom.yaml"
-    config.write_text(CONFIG)
     upstream = Upstream()
-    proxy = Mitmdump(
-        upstream.url,
-        tmp_path,
-        config,
-        env={"WAITROOM_SECRET": SECRET},
-        extra=["-s", str(script), "--flow-detail", "1"],
-        entry="serve",
-    )
+    proxy = serving(upstream, tmp_path, CONFIG, ["-s", str(script), "--flow-detail", "1"])
     with running(proxy, upstream):
         proxy.wait_ready()
         with httpx.Client(base_url=proxy.url, timeout=10) as c:
@@ -164,17 +162,8 @@ def test_flows_are_logged_like_mitmdump_and_users_scripts_load(tmp_path: Path) -
 def test_sigterm_drains_to_status_0(tmp_path: Path, quiet: bool) -> None:
     """As mitmdump: SIGTERM starts the wait room's drain, and the exit status is 0; -q prints neither
     flows nor the drain's info lines."""
-    config = tmp_path / "waitroom.yaml"
-    config.write_text(CONFIG + "admin: {drain: 5s}\n")
     upstream = Upstream()
-    proxy = Mitmdump(
-        upstream.url,
-        tmp_path,
-        config,
-        env={"WAITROOM_SECRET": SECRET},
-        extra=["-q"] if quiet else [],
-        entry="serve",
-    )
+    proxy = serving(upstream, tmp_path, CONFIG + "admin: {drain: 5s}\n", ["-q"] if quiet else [])
     with running(proxy, upstream):
         proxy.wait_ready()
         assert httpx.get(proxy.url + "/other", timeout=10).status_code == 200
