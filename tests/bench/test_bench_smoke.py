@@ -16,6 +16,7 @@ from tests.support import REPO
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(600)  # every scenario on both entry points: longer than the suite's 120 s
 def test_the_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--out", str(tmp_path)],
