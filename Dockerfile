@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# The waitroom image: mitmdump in reverse mode with the wait room addon (docker/entrypoint.sh says
-# which environment variables it reads). One image for the proxy and for the demo counter
+# The waitroom image: `waitroom serve`, the wait room on a lean mitmproxy master in reverse mode
+# (docker/entrypoint.sh says which environment variables it reads; WAITROOM_COMMAND=mitmdump runs
+# `mitmdump -s addons/waitroom.py` instead). One image for the proxy and for the demo counter
 # (WAITROOM_MODE=counter).
 #
 #   docker build -t waitroom .

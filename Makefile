@@ -35,13 +35,13 @@ $(HELM): scripts/fetch-helm | system-deps
 	@PYTHON=$$(scripts/find-python) scripts/fetch-helm
 	@touch $@
 
-# The demo: the wait room on :$(PORT) in front of the request counter, in one process, embedded
-# store, nothing else to run. The counter answers everything, so the upstream (port 9) is never used.
+# The demo: the wait room on :$(PORT) in front of the request counter, in one process (waitroom
+# serve), embedded store, nothing else to run. The counter answers everything, so the upstream
+# (port 9) is never used.
 run: setup
 	@echo "waitroom on http://localhost:$(PORT)/ — the request counter behind a room that admits 5 new visitors a minute (Ctrl-C stops)"
-	$(BIN)/mitmdump --mode reverse:http://127.0.0.1:9 --listen-port $(PORT) \
-	  --set connection_strategy=lazy --set body_size_limit=1m \
-	  -s addons/waitroom.py --set waitroom_config=config/waitroom.yaml \
+	$(BIN)/waitroom serve --mode reverse:http://127.0.0.1:9 --listen-port $(PORT) \
+	  --set body_size_limit=1m --set waitroom_config=config/waitroom.yaml \
 	  -s addons/counter.py
 
 # A real load against the whole stack on this machine (Locust, headless); see bench/load.py.
@@ -56,8 +56,9 @@ FLOWS ?=
 flows: setup system-deps
 	$(BIN)/python -m tests.flows.record $(FLOWS)
 
-# What waitroom costs, as ratios to bare mitmdump in the same run; writes BENCHMARKS.md and
-# bench/results/. make bench BENCH_ARGS="--seconds 10 --rounds 3" for steadier figures.
+# What waitroom costs on both entry points (waitroom serve, mitmdump -s), as ratios to bare mitmdump
+# in the same run; writes BENCHMARKS.md and bench/results/.
+# make bench BENCH_ARGS="--seconds 10 --rounds 3" for steadier figures.
 BENCH_ARGS ?=
 bench: setup system-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
@@ -80,7 +81,7 @@ test: setup system-deps tools lint typecheck
 unit: setup
 	$(BIN)/pytest tests/unit tests/addon
 
-# The visitor's journey in headless Chromium (Debian's), against a real mitmdump.
+# The visitor's journey in headless Chromium (Debian's), against waitroom serve and mitmdump.
 browser: setup system-deps
 	$(BIN)/pytest tests/browser
 

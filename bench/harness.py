@@ -135,6 +135,24 @@ def relay(target_port: int, delay_ms: int, work: Path) -> Iterator[int]:
         yield port
 
 
+WAITROOM_SCRIPT = "addons/waitroom.py"
+
+
+def proxy_command(entry: str, scripts: list[str]) -> list[str]:
+    """The command that starts a proxy with these `-s` scripts: `mitmdump`, or `waitroom serve`
+    (the wait room built in; `--no-waitroom` when the scripts do not include it)."""
+    if entry == "mitmdump":
+        command = [str(BIN / "mitmdump")]
+    elif entry == "serve":
+        command = [str(BIN / "waitroom"), "serve"] + ([] if WAITROOM_SCRIPT in scripts else ["--no-waitroom"])
+    else:
+        raise ValueError(f"unknown entry point {entry!r}")
+    for script in scripts:
+        if not (entry == "serve" and script == WAITROOM_SCRIPT):
+            command += ["-s", script]
+    return command
+
+
 @contextmanager
 def mitmdump(
     work: Path,
@@ -143,14 +161,16 @@ def mitmdump(
     options: list[str],
     env: dict[str, str] | None = None,
     profile: Path | None = None,
+    entry: str = "mitmdump",
 ) -> Iterator[int]:
-    """mitmdump in reverse mode with the documented flags, quiet (no per-flow output) as in production;
-    with `profile`, under cProfile (written there when it stops)."""
+    """A proxy in reverse mode with the documented flags, quiet (no per-flow output) as in production:
+    mitmdump, or `waitroom serve` (entry); with `profile`, under cProfile (written there when it
+    stops)."""
     port = free_port()
     prefix = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else []
     args = [
         *prefix,
-        str(BIN / "mitmdump"),
+        *proxy_command(entry, scripts),
         "--mode",
         f"reverse:http://127.0.0.1:{upstream_port}",
         "--listen-host",
@@ -163,10 +183,8 @@ def mitmdump(
         f"confdir={work / 'mitmproxy'}",
         "-q",
     ]
-    for script in scripts:
-        args += ["-s", script]
     args += options
-    with process(args, work / f"mitmdump-{port}.log", env=env, port=port, what="mitmdump"):
+    with process(args, work / f"mitmdump-{port}.log", env=env, port=port, what=entry):
         yield port
 
 

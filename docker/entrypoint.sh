@@ -1,12 +1,15 @@
 #!/bin/sh
-# The image's entry point: mitmdump in reverse mode in front of $UPSTREAM, with the wait room
+# The image's entry point: the wait room as a reverse proxy in front of $UPSTREAM
 # (WAITROOM_MODE=proxy, the default), the request counter alone (counter: the demo workload) or
-# both in one process (demo, as `make run`). Arguments are appended to mitmdump's command line
-# (e.g. `--set flow_detail=1`). Every path can be moved by the environment, so the tests run this
-# very script against the repository.
+# both in one process (demo, as `make run`). It runs `waitroom serve` (the lean mitmproxy master,
+# src/waitroom/serve.py), or `mitmdump -s addons/waitroom.py` when WAITROOM_COMMAND=mitmdump (for
+# mitmdump's features serve leaves out). Arguments are appended to the command line (e.g.
+# `--set flow_detail=1`). Every path can be moved by the environment, so the tests run this very
+# script against the repository.
 #
 #   UPSTREAM           the service to protect, e.g. http://shop.default.svc.cluster.local:8080
 #                      (required for proxy and demo; the counter never contacts it)
+#   WAITROOM_COMMAND   default serve; or mitmdump
 #   LISTEN_HOST        default 0.0.0.0          LISTEN_PORT  default 8080
 #   WAITROOM_CONFIG    default /etc/waitroom/waitroom.yaml (a ConfigMap mounted as a volume;
 #                      it is reloaded when its bytes change)
@@ -17,7 +20,8 @@
 #   FLOW_DETAIL        default 0: no line per request (metrics and decision logs say more)
 #   MITMPROXY_CONFDIR  default /tmp/mitmproxy: mitmproxy writes its CA there at start, so it must be
 #                      writable (an emptyDir at /tmp when the root filesystem is read-only)
-#   WAITROOM_HOME      default /app: where addons/ lives       MITMDUMP  default mitmdump (on PATH)
+#   WAITROOM_HOME      default /app: where addons/ lives
+#   WAITROOM, MITMDUMP the commands, default waitroom and mitmdump (on PATH)
 #   WAITROOM_SECRET, WAITROOM_ADMIN_TOKEN, WAITROOM_JWT_SECRET: read by the addon, never logged.
 set -eu
 
@@ -40,14 +44,27 @@ esac
 confdir=${MITMPROXY_CONFDIR:-/tmp/mitmproxy}
 mkdir -p "$confdir"
 
+case "${WAITROOM_COMMAND:-serve}" in
+  serve|mitmdump) ;;
+  *)
+    echo "entrypoint: WAITROOM_COMMAND must be serve or mitmdump (got '${WAITROOM_COMMAND}')" >&2
+    exit 64 ;;
+esac
+config=${WAITROOM_CONFIG:-/etc/waitroom/waitroom.yaml}
+if [ "$mode" = demo ]; then
+  config=${WAITROOM_CONFIG:-$home/config/waitroom.yaml}
+fi
+
 # Prepended, so that the container's own arguments come last and can override any of these.
-case "$mode" in
-  proxy)   set -- -s "$home/addons/waitroom.py" \
-             --set "waitroom_config=${WAITROOM_CONFIG:-/etc/waitroom/waitroom.yaml}" "$@" ;;
-  counter) set -- -s "$home/addons/counter.py" "$@" ;;
-  demo)    set -- -s "$home/addons/waitroom.py" \
-             --set "waitroom_config=${WAITROOM_CONFIG:-$home/config/waitroom.yaml}" \
-             -s "$home/addons/counter.py" "$@" ;;
+# Under serve the wait room is built in; mitmdump loads it as a script.
+case "${WAITROOM_COMMAND:-serve}/$mode" in
+  serve/proxy)      set -- --set "waitroom_config=$config" "$@" ;;
+  serve/counter)    set -- --no-waitroom -s "$home/addons/counter.py" "$@" ;;
+  serve/demo)       set -- --set "waitroom_config=$config" -s "$home/addons/counter.py" "$@" ;;
+  mitmdump/proxy)   set -- -s "$home/addons/waitroom.py" --set "waitroom_config=$config" "$@" ;;
+  mitmdump/counter) set -- -s "$home/addons/counter.py" "$@" ;;
+  mitmdump/demo)    set -- -s "$home/addons/waitroom.py" --set "waitroom_config=$config" \
+                      -s "$home/addons/counter.py" "$@" ;;
 esac
 set -- \
   --mode "reverse:$UPSTREAM" \
@@ -62,5 +79,8 @@ set -- \
   --set "confdir=$confdir" \
   "$@"
 
-# exec: mitmdump becomes the container's main process and gets SIGTERM itself (the wait room's drain).
-exec "${MITMDUMP:-mitmdump}" "$@"
+# exec: the proxy becomes the container's main process and gets SIGTERM itself (the wait room's drain).
+if [ "${WAITROOM_COMMAND:-serve}" = mitmdump ]; then
+  exec "${MITMDUMP:-mitmdump}" "$@"
+fi
+exec "${WAITROOM:-waitroom}" serve "$@"

@@ -27,6 +27,10 @@ from redis.retry import Retry
 
 REPO = Path(__file__).resolve().parents[1]
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
+WAITROOM = str(Path(sys.executable).with_name("waitroom"))
+WAITROOM_SCRIPT = "addons/waitroom.py"
+ENTRY_POINTS = ("mitmdump", "serve")
+"""How a proxy is started: `mitmdump -s addons/waitroom.py`, or `waitroom serve` (the lean master)."""
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
@@ -130,7 +134,9 @@ class Upstream:
 
 
 class Mitmdump:
-    """A real mitmdump in reverse mode with the waitroom addon."""
+    """A real proxy in reverse mode with the waitroom addon: mitmdump, or `waitroom serve` (entry),
+    with the same options. Under serve, the wait room is built in (-s addons/waitroom.py is left
+    out of the scripts), and a proxy without it runs `--no-waitroom`."""
 
     def __init__(
         self,
@@ -141,12 +147,21 @@ class Mitmdump:
         env: dict[str, str] | None = None,
         extra: list[str] | None = None,
         scripts: list[str] | None = None,
+        entry: str = "mitmdump",
     ) -> None:
         self.port = free_port()
         self.config_path = config
-        self.log_path = workdir / f"mitmdump-{self.port}.log"
+        self.entry = entry
+        self.log_path = workdir / f"{entry}-{self.port}.log"
+        scripts = scripts or [WAITROOM_SCRIPT]
+        if entry == "serve":
+            command = [WAITROOM, "serve"] + ([] if WAITROOM_SCRIPT in scripts else ["--no-waitroom"])
+            scripts = [s for s in scripts if s != WAITROOM_SCRIPT]
+        else:
+            assert entry == "mitmdump", entry
+            command = [MITMDUMP]
         args = [
-            MITMDUMP,
+            *command,
             "--mode",
             f"reverse:{upstream}",
             "--listen-host",
@@ -158,7 +173,7 @@ class Mitmdump:
             "--set",
             f"confdir={workdir / 'mitmproxy'}",
         ]
-        for script in scripts or ["addons/waitroom.py"]:
+        for script in scripts:
             args += ["-s", str(REPO / script)]
         if config is not None:
             args += ["--set", f"waitroom_config={config}"]
@@ -179,10 +194,10 @@ class Mitmdump:
     def wait_ready(self, timeout: float = 30) -> Mitmdump:
         def ready() -> bool:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mitmdump exited with {self.proc.returncode}:\n{self.log_text()}")
+                raise RuntimeError(f"{self.entry} exited with {self.proc.returncode}:\n{self.log_text()}")
             return port_open(self.port)
 
-        wait_for(ready, timeout, f"mitmdump on :{self.port}")
+        wait_for(ready, timeout, f"{self.entry} on :{self.port}")
         return self
 
     def wait_exit(self, timeout: float = 30) -> int:

@@ -1,5 +1,6 @@
 """`waitroom`: the operator's command line.
 
+    waitroom serve [mitmdump's options]            run the wait room as a reverse proxy (serve.py)
     waitroom check CONFIG                          validate a config file; print it in full, or the error
     waitroom status                                rooms and rules with their live state
     waitroom room NAME open|queue-all|normal|unblock|reset
@@ -7,9 +8,9 @@
     waitroom rule NAME set limit=20
     waitroom rule NAME reset
 
-Every command but `check` talks to a running proxy's admin API: `--url` (or WAITROOM_ADMIN_URL,
-default http://127.0.0.1:8081) and the token in WAITROOM_ADMIN_TOKEN. Exit status: 0 done, 1 refused
-or invalid, 2 usage.
+`serve` runs the proxy (serve.py); every other command but `check` talks to a running proxy's admin
+API: `--url` (or WAITROOM_ADMIN_URL, default http://127.0.0.1:8081) and the token in
+WAITROOM_ADMIN_TOKEN. Exit status: 0 done, 1 refused or invalid, 2 usage.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class Refused(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # mitmproxy's option parser takes it from here
+        from waitroom import serve
+
+        return serve.main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "check":
@@ -64,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         "--token-env", default="WAITROOM_ADMIN_TOKEN", help="environment variable holding the admin token"
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "serve", help="run the wait room as a reverse proxy (`waitroom serve --help` lists its options)"
+    )
     check_cmd = commands.add_parser("check", help="validate a config file and print the effective config")
     check_cmd.add_argument("config")
     commands.add_parser("status", help="rooms and rules with their live state")

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,12 +82,15 @@ class Gate:
             return
         await self.decide(flow)
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """A live request not decided on its headers (none is, but it must not pass undecided).
+        Not a coroutine: mitmproxy awaits what a hook returns, and a decided request (all of them)
+        then costs no coroutine."""
         if not flow.live or flow.response or flow.error or flow.metadata.get(_DECIDED_KEY):
-            return  # from a file (replay.py), or decided on its headers already
-        await self.decide(flow)
+            return None  # from a file (replay.py), or decided on its headers already
+        return self.decide(flow)
 
-    def responseheaders(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
+    def responseheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         """What the decision adds to the answer. An answer carrying `Waitroom-Command` (release.py)
         is held until the store has been told; mitmproxy awaits what a hook returns, so every
         other answer pays for no coroutine."""

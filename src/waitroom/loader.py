@@ -26,6 +26,9 @@ class ConfigLoader:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._task: asyncio.Task[None] | None = None
+        self._start_error = ""
+        self._host_header_replaced: bool | None = None
+        """What the config in force was checked against (rooms matching a host need the Host kept)."""
 
     def load(self, loader: object) -> None:
         loader.add_option(  # type: ignore[attr-defined]
@@ -44,15 +47,36 @@ class ConfigLoader:
         if not updated & _RELOAD_ON:
             return
         path = Path(ctx.options.waitroom_config or self.runtime.default_config).expanduser()
+        replaced = _host_header_replaced()
+        if self._unchanged(path, replaced) and "waitroom_replay" not in updated:
+            return  # e.g. `waitroom serve` sets --mode after --set: the same file, built already
         try:
-            self.runtime.load(path, host_header_replaced=_host_header_replaced())
+            self.runtime.load(path, host_header_replaced=replaced)
+            self._host_header_replaced = replaced
         except ConfigError as e:
             message = f"waitroom: {e}"
             if self.runtime.running:
                 raise exceptions.OptionsError(message) from None  # type: ignore[no-untyped-call]
             # At start an exception would print a traceback; one error line makes mitmproxy's
-            # errorcheck stop the process with exit status 1 instead.
-            log.error(message)
+            # errorcheck stop the process with exit status 1 instead (once: `waitroom serve` sets
+            # the mode after the config, and the same file fails the same way).
+            if message != self._start_error:
+                log.error(message)
+            self._start_error = message
+
+    def _unchanged(self, path: Path, host_header_replaced: bool) -> bool:
+        """The config in force came from these bytes, and was checked against this Host handling
+        (or has no room that matches a host, which is all that handling decides)."""
+        loaded = self.runtime.loaded
+        if loaded is None or loaded.path != path:
+            return False
+        by_host = any(room.match.host is not None for room in loaded.config.rooms)
+        if by_host and host_header_replaced != self._host_header_replaced:
+            return False
+        try:
+            return fingerprint(path) == loaded.fingerprint
+        except OSError:
+            return False
 
     def running(self) -> None:
         try:

@@ -556,6 +556,24 @@ def test_the_chart_fails_with_a_clear_message(values_file: str, sets: dict[str, 
     assert message in render_error(values_file, sets)
 
 
+@pytest.mark.parametrize("values_file", FILES)
+def test_the_proxy_runs_waitroom_serve(values_file: str) -> None:
+    """The image's entry point runs `waitroom serve` for WAITROOM_COMMAND=serve (the default)."""
+    objects = rendered(values_file)
+    assert env_of(proxy_container(objects))["WAITROOM_COMMAND"] == "serve"
+    for counter in objects.all("Deployment"):
+        if counter["metadata"]["name"].endswith("-counter"):
+            assert env_of(counter["spec"]["template"]["spec"]["containers"][0])["WAITROOM_COMMAND"] == "serve"
+
+
+def test_mitmdump_is_one_value_away_and_nothing_else_is() -> None:
+    objects = render("minimal-values.yaml", {"proxy.command": "mitmdump"})
+    assert env_of(proxy_container(objects))["WAITROOM_COMMAND"] == "mitmdump"
+    assert "proxy.command" in render_error("minimal-values.yaml", {"proxy.command": "mitmweb"}).replace(
+        "/", "."
+    )
+
+
 def test_a_host_room_renders_with_keep_host_header(tmp_path: Path) -> None:
     objects = render(
         "minimal-values.yaml",

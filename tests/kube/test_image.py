@@ -1,7 +1,7 @@
 """The container image without a Docker engine: the Dockerfile and its entry point pass their linters,
 the build stage's COPYs are laid out as the image's /app, and the image's exact command line (its
-ENTRYPOINT, CMD and ENV, with /app and the venv mapped to this machine) runs mitmdump that proxies to
-a real upstream and answers /readyz on the admin port."""
+ENTRYPOINT, CMD and ENV, with /app and the venv mapped to this machine) runs `waitroom serve` (or
+mitmdump) that proxies to a real upstream and answers /readyz on the admin port."""
 
 from __future__ import annotations
 
@@ -220,18 +220,28 @@ rooms:
 """
 
 
+@pytest.mark.parametrize("command", ["", "serve", "mitmdump"], ids=["default", "serve", "mitmdump"])
 def test_the_image_command_proxies_and_answers_readyz(
-    dockerfile: Dockerfile, tmp_path: Path, upstream: Upstream
+    dockerfile: Dockerfile, tmp_path: Path, upstream: Upstream, command: str
 ) -> None:
     admin_port = free_port()
     config = tmp_path / "waitroom.yaml"  # stands for the ConfigMap at /etc/waitroom/waitroom.yaml
     config.write_text(PROXY_CONFIG.format(admin_port=admin_port))
-    container = start(dockerfile, tmp_path, UPSTREAM=upstream.url, WAITROOM_CONFIG=str(config))
+    chosen = {"WAITROOM_COMMAND": command} if command else {}
+    container = start(dockerfile, tmp_path, UPSTREAM=upstream.url, WAITROOM_CONFIG=str(config), **chosen)
     try:
-        # exec: the container's main process is mitmdump itself, with the documented flags.
+        # exec: the container's main process is the proxy itself, with the documented flags:
+        # `waitroom serve` unless WAITROOM_COMMAND=mitmdump.
         cmdline = Path(f"/proc/{container.proc.pid}/cmdline").read_bytes().split(b"\0")
         args = [a.decode() for a in cmdline if a]
-        assert any(a.endswith("mitmdump") for a in args[:2]), args
+        script = str(tmp_path / "image" / "app" / "addons" / "waitroom.py")
+        if command == "mitmdump":
+            assert any(a.endswith("mitmdump") for a in args[:2]), args
+            assert script in args
+        else:
+            assert any(a.endswith("/waitroom") for a in args[:2]), args
+            assert args[args.index(next(a for a in args if a.endswith("/waitroom"))) + 1] == "serve", args
+            assert script not in args  # built in
         for flag in (
             f"reverse:{upstream.url}",
             "connection_strategy=lazy",
@@ -242,7 +252,6 @@ def test_the_image_command_proxies_and_answers_readyz(
             f"waitroom_config={config}",
         ):
             assert flag in args, (flag, args)
-        assert str(tmp_path / "image" / "app" / "addons" / "waitroom.py") in args
 
         base = f"http://127.0.0.1:{container.port}"
         first = httpx.get(base + "/shop/cart", timeout=10)
@@ -270,12 +279,15 @@ def test_the_image_command_proxies_and_answers_readyz(
     # A read-only root filesystem would have refused any write outside /tmp: the image's files
     # (its /app and the venv stand-in) are exactly as the build left them, no bytecode cache either.
     assert files_under(tmp_path / "image") == container.image_files
-    assert status == 0, container.text()  # SIGTERM reached mitmdump: the drain, then a clean exit
+    assert status == 0, container.text()  # SIGTERM reached the proxy: the drain, then a clean exit
     assert "SIGTERM" in container.text()
 
 
-def test_the_counter_mode_serves_the_demo_workload(dockerfile: Dockerfile, tmp_path: Path) -> None:
-    container = start(dockerfile, tmp_path, WAITROOM_MODE="counter")
+@pytest.mark.parametrize("command", ["serve", "mitmdump"])
+def test_the_counter_mode_serves_the_demo_workload(
+    dockerfile: Dockerfile, tmp_path: Path, command: str
+) -> None:
+    container = start(dockerfile, tmp_path, WAITROOM_MODE="counter", WAITROOM_COMMAND=command)
     try:
         base = f"http://127.0.0.1:{container.port}"
         assert httpx.put(base + "/a/b", timeout=10).json() == {"path": "/a/b", "count": 1}
@@ -289,6 +301,7 @@ def test_the_counter_mode_serves_the_demo_workload(dockerfile: Dockerfile, tmp_p
     [
         ({}, "set UPSTREAM"),
         ({"UPSTREAM": "http://127.0.0.1:9", "WAITROOM_MODE": "other"}, "must be proxy, counter or demo"),
+        ({"UPSTREAM": "http://127.0.0.1:9", "WAITROOM_COMMAND": "mitmweb"}, "must be serve or mitmdump"),
     ],
 )
 def test_the_entrypoint_refuses_a_missing_upstream_or_mode(
