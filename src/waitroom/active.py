@@ -3,7 +3,8 @@
 A returning visitor's request does no I/O: `seen` notes the session's activity in memory, at most
 once per TOUCH_EVERY per session, and a background task sends what was noted, one store call per
 room, at most once per FLUSH_EVERY per process (Store.touch). So the cap's count of active sessions
-lags real activity by a few seconds at most, against a session ttl of minutes.
+lags real activity by a few seconds at most, and the store counts a session for SLACK seconds past
+`session.ttl` so that the lag can never let the count pass the cap.
 
 A released session (the upstream's `Waitroom-Command: release`, or the leave path) frees its place
 in the store at once, and its cookie stops being honoured: at once on the replica that released it,
@@ -25,6 +26,20 @@ TOUCH_EVERY = 5.0
 """Seconds between two notes of one session's activity."""
 FLUSH_EVERY = 1.0
 """Seconds between two flushes of the noted activity to the store."""
+SLACK = TOUCH_EVERY + FLUSH_EVERY + 2.0
+"""How much longer than `session.ttl` the store keeps counting an idle session. A session's last
+activity reaches the store up to TOUCH_EVERY + FLUSH_EVERY late (plus a busy loop's delay); were it
+dropped from the count meanwhile, the late touch would count it again after a newcomer took its
+place, and the room would hold one more than its cap. With the slack, the store drops a session only
+after its cookie has expired: a touch can bring back only a session the store never counted (one
+from before the cap was set)."""
+
+
+def active_ttl(session_ttl: float) -> float:
+    """How long the store counts an idle session as active (see SLACK)."""
+    return session_ttl + SLACK
+
+
 MAX_NOTED = 100_000
 """Sessions remembered per process (noted activity and released ids each): beyond it, the oldest
 half is forgotten (a forgotten note costs one extra touch; a forgotten release is learnt again)."""

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from waitroom.active import active_ttl
 from waitroom.config import Config, RateLimitConfig, RoomConfig, StoreErrorPolicy
 from waitroom.decide import room_policy
 from waitroom.durations import format_duration
@@ -128,7 +129,7 @@ async def room_views(operated: Operated, only: str | None = None) -> list[dict[s
         effective = operated.overrides.room(room)
         try:
             async with asyncio.timeout(READ_TIMEOUT):
-                state = await store.room_state(room_policy(effective, ttl=config.session.ttl))
+                state = await store.room_state(room_policy(effective, ttl=active_ttl(config.session.ttl)))
         except (StoreError, Overloaded, TimeoutError):
             view["store"] = "failing"
             return

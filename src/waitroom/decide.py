@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from waitroom.active import Activity
+from waitroom.active import Activity, active_ttl
 from waitroom.config import Config, LiveReplicas, RoomConfig, StoreErrorPolicy, unknown_replicas
 from waitroom.fallback import StoreFallback
 from waitroom.metrics import METRICS
@@ -74,7 +74,7 @@ def cookie_name(config: Config, room: RoomConfig) -> str:
 
 def room_policy(room: RoomConfig, replicas: int = 1, ttl: float = 0.0) -> RoomPolicy:
     """The store's view of a room; with `replicas` > 1 each one gets its share of the limits.
-    `ttl`: the session ttl (sessions idle this long no longer count against max_active)."""
+    `ttl`: sessions idle this long no longer count against max_active (active.active_ttl)."""
     return RoomPolicy(
         name=room.name,
         new_sessions=max(1, room.new_sessions // replicas),
@@ -106,7 +106,7 @@ class Decider:
         self.new_id = SessionIds()
         """New session ids (a replay hands over its recording's)."""
         self.sync = LocalSync(store, self.fallback, clock)
-        self.activity = Activity(store, config.session.ttl, clock)
+        self.activity = Activity(store, active_ttl(config.session.ttl), clock)
         """Sessions' activity for the caps, and releases."""
         self.line = Line(config, store, codec, clock, self.sync, self.new_id)
         """The `fifo` rooms' decisions."""
@@ -232,14 +232,14 @@ class Decider:
             # A remote store comes wrapped in a GuardedStore (store/guard.py): every call bounded by
             # store.timeout, and failing at once while its circuit is open.
             await self.sync.before_shared(room)
-            return await self.store.admit(room_policy(room, ttl=self.config.session.ttl), session_id)
+            return await self.store.admit(room_policy(room, ttl=self.activity.ttl), session_id)
 
         def closed() -> Admission:
             now = self.clock()
             return Admission(False, now + math.ceil(room.retry_after), False, now)
 
         async def local(store: MemoryStore, replicas: int) -> Admission:
-            admission = await store.admit(room_policy(room, replicas, self.config.session.ttl), session_id)
+            admission = await store.admit(room_policy(room, replicas, self.activity.ttl), session_id)
             if admission.admitted:
                 self.sync.admitted_locally(room.name)
             return admission

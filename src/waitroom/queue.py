@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from waitroom.active import active_ttl
 from waitroom.config import Config, RoomConfig, StoreErrorPolicy
 from waitroom.fallback import Answer as FallbackAnswer
 from waitroom.metrics import METRICS
@@ -161,7 +162,7 @@ class Line:
             return Asked(False, session_id, shed="queue")
         try:
             seed = event_seed(self.codec, room) if room.opens_at else ""
-            policy = queue_policy(room, hold=hold, ttl=self.config.session.ttl, seed=seed)
+            policy = queue_policy(room, hold=hold, ttl=active_ttl(self.config.session.ttl), seed=seed)
             address = client_key(client()) if client is not None and room.tickets_per_ip else ""
             answer = await self._ask(room, policy, session_id, address)
             if answer.value is not None and answer.value.used:  # a used ticket: a newcomer after all
