@@ -205,8 +205,9 @@ def figures(crowd: list[Visitor]) -> dict[str, Any]:
     }
 
 
-def run(work: Path, replicas: int = 4) -> dict[str, Any]:
-    """Four mitmdump replicas on one redis-server in front of nginx; the figures."""
+def run(work: Path, replicas: int = 4, visitors: int = VISITORS) -> dict[str, Any]:
+    """`replicas` proxies (`waitroom serve`, as the image runs it) on one redis-server in front of
+    nginx; the figures."""
     from harness import free_port, mitmdump, nginx, ready, redis_server
 
     with ExitStack() as stack:
@@ -219,10 +220,12 @@ def run(work: Path, replicas: int = 4) -> dict[str, Any]:
             config = work / f"fairness-{admin}.yaml"
             config.write_text(room_config(f"redis://127.0.0.1:{redis_port}/0", f"admin: {{port: {admin}}}"))
             options = ["--set", f"waitroom_config={config}"]
-            port = stack.enter_context(mitmdump(work, upstream, ["addons/waitroom.py"], options, env))
+            port = stack.enter_context(
+                mitmdump(work, upstream, ["addons/waitroom.py"], options, env, entry="serve")
+            )
             ready(admin, work)
             urls.append(f"http://127.0.0.1:{port}")
-        return figures(asyncio.run(drive(urls)))
+        return figures(asyncio.run(drive(urls, visitors=visitors)))
 
 
 def main() -> None:

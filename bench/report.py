@@ -161,6 +161,8 @@ is the most admissions certainly decided within one window's length, timed by
 
 Each HAProxy instance counts only what it sees, so N instances admit up to N times the limit.
 {_bursts(report.get("bursts"))}
+
+{_fairness(report.get("fairness"))}
 `sliding_window` on a long bursty random trace ({sw["requests"]} requests, limit {sw["limit"]}/s):
 the most admitted in any 1 s interval was {sw["max_in_any_interval"]} ({sw["max_error_pct"]}% over the
 limit; {sw["admissions_over_limit_pct"]}% of admissions made some interval exceed it). `sliding_log`
@@ -256,6 +258,54 @@ and shed requests are the proxies' own counters.
 | {" | ".join(BURST_COLUMNS)} |
 |{" --- |" * len(BURST_COLUMNS)}
 {chr(10).join(rows)}
+"""
+
+
+def _fairness(fair: dict[str, Any] | None) -> str:
+    """The fair queue's figures (bench/fairness.py; tests/e2e/test_fair_queue.py asserts them)."""
+    if not fair:
+        return ""
+    error = _fmt(100 * (fair["eta_median_abs_error"] or 0), 1)
+    rows = [
+        (
+            "admitted / still waiting at the end, of those who kept polling",
+            f"{fair['admitted']} / {fair['stayed_not_admitted']}",
+            "all in",
+        ),
+        ("longest wait", f"{fair['longest_wait_s']} s", "–"),
+        (
+            "worst order inversion: let in after someone with a later ticket",
+            f"{fair['worst_order_inversion_s']} s",
+            f"one poll interval, {fair['order_bound_s']:.2f} s",
+        ),
+        (
+            "most admissions in one window",
+            fair["most_admissions_in_a_window"],
+            f"exactly {fair['new_sessions']}",
+        ),
+        (
+            "a freed place taken after (abandoned tickets included)",
+            f"{fair['worst_place_refill_s']} s",
+            f"grace + a poll, {fair['refill_bound_s']:.2f} s (< abandon_after)",
+        ),
+        (
+            "wait shown at arrival vs the real wait, median absolute error",
+            f"{error} % ({fair['eta_samples']} visitors)",
+            "≤ 20 %",
+        ),
+    ]
+    table = "\n".join(f"| {name} | {value} | {bound} |" for name, value, bound in rows)
+    return f"""### The fair queue
+
+{fair["visitors"]} visitors arrive over 15 s at a `queue: fifo` room (new_sessions {fair["new_sessions"]} per
+2 s window, retry_after 1 s, grace 3 s, abandon_after {fair["abandon_after_s"]:g} s) served by 4 `waitroom
+serve` replicas on one `redis-server`; each polls as the wait page does (retry_after ± 30 %), and
+{fair["abandoned"]} of them leave the line after their first poll. Measured from the visitors' side
+(bench/fairness.py; tests/e2e/test_fair_queue.py asserts the same bounds):
+
+| figure | measured | bound |
+| --- | --- | --- |
+{table}
 """
 
 

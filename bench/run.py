@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fairness
 import httpx
 import redis
 from accuracy import flash_crowds, replicas_vs_haproxy, sliding_window_error
@@ -567,6 +568,12 @@ def main() -> int:
         report["bursts"] = step(
             "accuracy: flash crowds on one Redis", lambda: flash_crowds(Path(tmp), options.quick)
         )
+    with tempfile.TemporaryDirectory(prefix="waitroom-fairness-") as tmp:
+        visitors = 100 if options.quick else fairness.VISITORS
+        report["fairness"] = step(
+            f"fair queue: {visitors} visitors on 4 replicas",
+            lambda: fairness.run(Path(tmp), visitors=visitors),
+        )
     report["sliding_window"] = step(
         "sliding_window error", lambda: sliding_window_error(20_000 if options.quick else 200_000)
     )
@@ -616,6 +623,30 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     )
     over = report["accuracy"]["waitroom_4_replicas"]["over_admission_pct"]
     out.append({"target": "0% over-admission, 4 replicas, exact mode", "value": over, "met": over == 0})
+    fair = report.get("fairness")
+    if fair:
+        out += [
+            {
+                "target": "fair queue: nobody let in more than a poll interval after a later ticket (s)",
+                "value": fair["worst_order_inversion_s"],
+                "met": fair["worst_order_inversion_s"] <= fair["order_bound_s"],
+            },
+            {
+                "target": "fair queue: exactly new_sessions admitted per window",
+                "value": fair["most_admissions_in_a_window"],
+                "met": fair["most_admissions_in_a_window"] == fair["new_sessions"],
+            },
+            {
+                "target": "fair queue: a freed place taken within grace + a poll, abandoned or not (s)",
+                "value": fair["worst_place_refill_s"],
+                "met": fair["worst_place_refill_s"] <= fair["refill_bound_s"],
+            },
+            {
+                "target": "fair queue: wait shown at arrival, median error <= 20%",
+                "value": fair["eta_median_abs_error"],
+                "met": fair["eta_median_abs_error"] is not None and fair["eta_median_abs_error"] <= 0.2,
+            },
+        ]
     crowds = report["bursts"]["runs"].values()
     if crowds:  # the worst burst, over or under the limit
         off = max(max(run["over_admission_pct"], run["under_admission_pct"]) for run in crowds)

@@ -42,6 +42,9 @@ def test_the_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     accuracy = report["accuracy"]
     assert accuracy["waitroom_4_replicas"]["over_admission_pct"] == 0, accuracy
     assert accuracy["haproxy_2_instances"]["over_admission_pct"] > 50, accuracy  # per-instance tables
+    fair = report["fairness"]  # the fair queue, small: every visitor who kept polling got in
+    assert (fair["errors"], fair["stayed_not_admitted"]) == (0, 0), fair
+    assert fair["most_admissions_in_a_window"] <= fair["new_sessions"], fair
     bursts = report["bursts"]["runs"]
     assert bursts
     for name, burst in bursts.items():  # every visitor of a flash crowd answered and accounted for
