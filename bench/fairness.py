@@ -7,8 +7,8 @@ Measured from the visitors' side (`drive`) and judged against the issue's bounds
 - abandoned places: a place that frees up is taken within the grace period and one poll interval;
 - the wait shown at arrival against the real wait (median absolute error).
 
-tests/e2e/test_fair_queue.py asserts them; `python bench/fairness.py` (part of `make bench`) writes
-them to bench/results/fairness.json for BENCHMARKS.md.
+tests/e2e/test_fair_queue.py asserts them; `make bench` reports them in BENCHMARKS.md, and
+`python bench/fairness.py` prints them alone.
 """
 
 from __future__ import annotations
@@ -229,13 +229,10 @@ def run(work: Path, replicas: int = 4, visitors: int = VISITORS) -> dict[str, An
 
 
 def main() -> None:
-    """`python bench/fairness.py`: the figures, printed and written to bench/results/fairness.json."""
+    """`python bench/fairness.py`: the figures alone, printed (`make bench` puts them in BENCHMARKS.md)."""
     sys.path.insert(0, str(Path(__file__).parent))
-    root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as work:
-        result = run(Path(work))
-    (root / "bench" / "results" / "fairness.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+        print(json.dumps(run(Path(work)), indent=2))
 
 
 if __name__ == "__main__":
