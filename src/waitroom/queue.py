@@ -90,11 +90,16 @@ def newcomer_wait(state: QueueState, room: RoomConfig) -> int:
     waiting = state.length - state.called
     if waiting == 0 and state.in_window + state.called < room.new_sessions:
         return 0
+    return room_wait(room, state.length, state.called, state.slot, state.now)
+
+
+def room_wait(room: RoomConfig, position: int, called: int, slot: float, now: float) -> int:
+    """estimate_wait with the room's numbers."""
     return estimate_wait(
-        position=state.length,
-        called=state.called,
-        slot=state.slot,
-        now=state.now,
+        position=position,
+        called=called,
+        slot=slot,
+        now=now,
         new_sessions=room.new_sessions,
         window=room.window,
         retry_after=room.retry_after,
@@ -196,15 +201,7 @@ class Line:
             opens_in = max(1, math.ceil(policy.opens_at - turn.now))
             place = Place(turn.position, turn.queue_length, opens_in, opens_in=opens_in)
             return Asked(False, session_id, place, ticket, degraded=answer.degraded)
-        eta = estimate_wait(
-            position=turn.position,
-            called=turn.called,
-            slot=turn.slot,
-            now=turn.now,
-            new_sessions=room.new_sessions,
-            window=room.window,
-            retry_after=room.retry_after,
-        )
+        eta = room_wait(room, turn.position, turn.called, turn.slot, turn.now)
         return Asked(
             False, session_id, Place(turn.position, turn.queue_length, eta), ticket, degraded=answer.degraded
         )
