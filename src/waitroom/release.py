@@ -63,10 +63,10 @@ async def leave(flow: http.HTTPFlow, loaded: Loaded, cookies: Callable[[str], Se
         early.answer_now(flow, answer)
         return
     codec, now = loaded.decider.codec, loaded.decider.clock()
+    user_agent = flow.request.headers.get("User-Agent", "")  # what tickets are bound to
     left, cleared = [], []
     for room in loaded.config.rooms:
         for token in cookies(cookie_name(loaded.config, room)):
-            user_agent = flow.request.headers.get("User-Agent", "")
             held = codec.verify(token, room.name, now) or codec.ticket(token, room.name, now, user_agent)
             session_id = held.session_id if held else codec.pending(token, room.name, now)
             if session_id is not None:
