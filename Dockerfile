@@ -14,14 +14,13 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-# The package finds its shipped files (static/waitroom.html, config/waitroom.yaml) beside src/, so the
+# The package carries its pages; it finds the example config (config/waitroom.yaml) beside src/, so the
 # image keeps the repository's layout under /app and installs the package from there into the venv.
 WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./
 COPY src/ src/
 COPY addons/ addons/
 COPY config/ config/
-COPY static/ static/
 COPY docker/entrypoint.sh docker/entrypoint.sh
 # Compiled here, because the runtime's root filesystem is read-only and could not cache bytecode.
 RUN python -m venv /opt/venv \
@@ -52,5 +51,8 @@ WORKDIR /app
 USER 10001:10001
 # 8080: the proxied traffic; 8081: the admin port (/healthz, /readyz, /metrics), when the config has one.
 EXPOSE 8080 8081
+# WORKERS=N or auto runs N proxy processes on these ports, one core each (`waitroom serve --workers`;
+# auto: the cores the container may use, e.g. `docker run --cpus 2 -e WORKERS=auto`); more than one
+# needs store.url on Redis. The default, 1, is one process. docker/entrypoint.sh lists the variables.
 ENTRYPOINT ["/app/docker/entrypoint.sh"]
 CMD []

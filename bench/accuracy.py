@@ -20,7 +20,7 @@ import httpx
 import redis
 from harness import counter, free_port, mitmdump, need, nginx, process, ready, redis_server, relay, scrape
 
-from waitroom import algorithms as alg
+from waitroom.store import algorithms as alg
 
 LIMIT = 20
 WINDOW = 2.0

@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ POLL_MAX = 1.3 * RETRY_AFTER
 """The page polls every retry_after × U(0.7, 1.3)."""
 SLACK = 0.25
 """Client-side timing slack: the event loops of the visitors and of the proxies."""
+UNHEARD_ALLOWED = GRACE - POLL_MAX
+"""The longest a visitor may go unheard beyond its pause and still be owed its order: a called
+ticket's holder whose asks reach the store within the grace keeps its call."""
 
 
 def room_config(redis_url: str, extra: str = "") -> str:
@@ -78,8 +82,17 @@ class Visitor:
     late: float = 0.0
     """How much longer than planned the visitor's last pause took: the test's own event loop, busy
     with 300 visitors, delays the next poll by this much (not the proxy's doing)."""
+    unheard: float = 0.0
+    """The longest delay beyond a pause of the page's while near the head (it may be called by its
+    next ask): a poll that took this long (a saturated proxy sat on it), or a pause this much late
+    (the test's own loop stalled). Past
+    UNHEARD_ALLOWED a call may have lapsed while the visitor was away, and the line owes it no
+    order (docs/concepts.md, "The line")."""
     polls: int = 0
     errors: list[str] = field(default_factory=list)
+    story: list[tuple[float, float, int, str, int | None, int | None]] = field(default_factory=list)
+    """Each request: (sent, seconds it took, replica, status or error, position, ticket), so that a
+    figure out of bounds can say whose wait made it and how."""
 
 
 def ticket_number(cookie: str) -> int | None:
@@ -89,7 +102,8 @@ def ticket_number(cookie: str) -> int | None:
         fields = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().split("|")
     except ValueError:
         return None
-    return int(fields[3]) if len(fields) == 5 and fields[0] == "q1" else None
+    known = (len(fields) == 5 and fields[0] == "q1") or (len(fields) == 7 and fields[0] == "q2")
+    return int(fields[3]) if known else None
 
 
 async def _visit(
@@ -101,14 +115,18 @@ async def _visit(
         visitor.arrived = time.monotonic()
         while time.monotonic() < deadline:
             asked = time.monotonic()
+            replica = rng.randrange(len(urls))
             try:
-                response = await client.get(f"{rng.choice(urls)}/item", headers=headers)
+                response = await client.get(f"{urls[replica]}/item", headers=headers)
             except httpx.HTTPError as e:
                 visitor.errors.append(type(e).__name__)
+                visitor.story.append((asked, time.monotonic() - asked, replica, type(e).__name__, None, None))
+                visitor.unheard = max(visitor.unheard, time.monotonic() - asked)
                 await asyncio.sleep(RETRY_AFTER)
                 continue
             if response.status_code == 200:
                 visitor.asked, visitor.admitted = asked, time.monotonic()
+                visitor.story.append((asked, visitor.admitted - asked, replica, "in", 0, visitor.ticket))
                 return
             visitor.lag = time.monotonic() - asked
             body = response.json()
@@ -116,10 +134,17 @@ async def _visit(
                 visitor.errors.append(f"status {response.status_code}")
                 return
             for name, value in client.cookies.items():
-                if name.endswith(f"_{ROOM}") and (number := ticket_number(value)) is not None:
+                # 0: a ticket whose number is not known yet (the store's answer was lost).
+                if name.endswith(f"_{ROOM}") and (number := ticket_number(value)):
                     visitor.ticket = number
             if visitor.eta is None:
                 visitor.eta, visitor.position = body.get("eta_seconds"), body.get("position")
+            near_head = (body.get("position") or 0) < 2 * NEW_SESSIONS  # it may be called by its next ask
+            if near_head:
+                visitor.unheard = max(visitor.unheard, visitor.lag)
+            visitor.story.append(
+                (asked, visitor.lag, replica, "waiting", body.get("position"), visitor.ticket)
+            )
             if visitor.abandons and visitor.polls >= 1:
                 return  # closes the tab
             visitor.polls += 1
@@ -128,6 +153,8 @@ async def _visit(
             paused = time.monotonic()
             await asyncio.sleep(pause)
             visitor.late = max(0.0, time.monotonic() - paused - pause)
+            if near_head:
+                visitor.unheard = max(visitor.unheard, visitor.late)
 
 
 async def drive(
@@ -160,12 +187,16 @@ def figures(crowd: list[Visitor]) -> dict[str, Any]:
     # Order: how much later than someone holding a later ticket anyone got in (its own last poll's
     # delay by a busy proxy, and by this client's own busy loop, left out).
     worst_inversion = 0.0
-    earliest_after = float("inf")
+    earliest_after, first_after = float("inf"), None
+    worst_pair: tuple[Visitor, Visitor | None] | None = None
     for v in sorted(ticketed, key=lambda v: v.ticket or 0, reverse=True):
         assert v.asked is not None
         assert v.admitted is not None
-        worst_inversion = max(worst_inversion, v.asked - v.lag - v.late - earliest_after)
-        earliest_after = min(earliest_after, v.admitted)
+        inversion = v.asked - v.lag - v.late - earliest_after
+        if v.unheard <= UNHEARD_ALLOWED and inversion > worst_inversion:
+            worst_inversion, worst_pair = inversion, (v, first_after)
+        if v.admitted < earliest_after:
+            earliest_after, first_after = v.admitted, v
 
     # Rate: the most admissions certainly inside one window (asked after its start, answered
     # before its end).
@@ -192,12 +223,14 @@ def figures(crowd: list[Visitor]) -> dict[str, Any]:
         for v in ticketed
         if v.eta is not None and v.admitted - v.arrived >= 3 * RETRY_AFTER
     ]
+    kinds = Counter(error for v in crowd for error in v.errors)
     return {
         "visitors": len(crowd),
         "abandoned": len(crowd) - len(stayed),
         "admitted": sum(1 for v in crowd if v.admitted is not None),
         "stayed_not_admitted": sum(1 for v in stayed if v.admitted is None),
         "errors": sum(len(v.errors) for v in crowd),
+        "error_kinds": dict(kinds.most_common()),
         "longest_wait_s": round(max((v.admitted - v.arrived for v in ticketed), default=0.0), 2),
         "worst_order_inversion_s": round(worst_inversion, 3),
         "order_bound_s": POLL_MAX + SLACK,
@@ -208,7 +241,21 @@ def figures(crowd: list[Visitor]) -> dict[str, Any]:
         "abandon_after_s": ABANDON_AFTER,
         "eta_median_abs_error": round(statistics.median(errors), 3) if errors else None,
         "eta_samples": len(errors),
+        "order_measured_on": sum(1 for v in ticketed if v.unheard <= UNHEARD_ALLOWED),
+        "unheard_past_grace": sum(1 for v in ticketed if v.unheard > UNHEARD_ALLOWED),
+        "worst_inversion_stories": _stories(worst_pair, origin=min((v.arrived for v in crowd), default=0.0)),
     }
+
+
+def _stories(pair: tuple[Visitor, Visitor | None] | None, origin: float) -> list[str]:
+    """The visitor let in latest after a later ticket, and that later ticket's holder: every
+    request, in seconds from the first arrival (sent, took, replica, answer, position, ticket)."""
+    lines = []
+    for v in pair or ():
+        if v is not None:
+            steps = " ".join(f"{t - origin:.2f}+{d:.2f}@{r}:{a}/{p}/{n}" for t, d, r, a, p, n in v.story)
+            lines.append(f"ticket {v.ticket} late {v.late:.2f} unheard {v.unheard:.2f}: {steps}")
+    return lines
 
 
 def run(work: Path, replicas: int = 4, visitors: int = VISITORS) -> dict[str, Any]:

@@ -261,6 +261,15 @@ def counter(text: str, name: str, only: str = "") -> float:
     return total
 
 
+def histogram_count(text: str, name: str) -> float:
+    """A Prometheus histogram's count of observations, summed over its series."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((f"{name}_count{{", f"{name}_count "))
+    )
+
+
 def gauge(text: str, name: str) -> float | None:
     """An unlabelled Prometheus gauge, or None when the proxy has none."""
     for line in text.splitlines():

@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crowd import chart as crowd_chart
+from crowd import markdown as crowd_markdown
+
 WAITROOM_ORDER = [
     "session",
     "admit-memory",
@@ -175,17 +178,41 @@ and `gcra` are exact (tests/store/test_store_accuracy.py).
   nginx and Redis, so this shows that replicas add capacity, not how much a dedicated core gives.
 - Redis memory for rate-limit state: {mem["bytes_per_key"]} bytes per key (`sliding_window`),
   {mem["mb_per_100k_keys"]} MB per 100k keys (measured with {mem["keys"]} keys).
+{_decision_time(report.get("decision_time"))}
+{_workers(report.get("workers"))}
 
-## Reproduce
+{_simulation(report.get("simulate"))}
+{crowd_markdown(report.get("crowd"))}## Reproduce
 
 ```sh
 make bench          # about {max(1, round(report["elapsed_s"] / 60))} min here; writes this file,
                     # bench/results/latest.json and bench/results/ratios.png
 .venv/bin/python bench/run.py --seconds 10 --rounds 3   # longer, steadier runs
+.venv/bin/python bench/crowd.py --write   # the crowd section alone (a few minutes)
 ```
 
 Raw figures with machine information: [`bench/results/latest.json`](bench/results/latest.json).
 """
+
+
+def _decision_time(found: dict[str, Any] | None) -> str:
+    """The embedded store's decisions as its window fills (bench/decision_time.py)."""
+    if not found:
+        return ""
+
+    def size(n: int) -> str:
+        return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1_000}k"
+
+    cells = []
+    for n in found["sizes"]:
+        row = found["figures"][str(n)]
+        cells.append(f"{row['admit_newcomer_us']:.1f} / {row['queue_newcomer_us']:.1f} with {size(n)}")
+    return (
+        "- Embedded store, µs per decision for a new visitor (block room / `fifo` room) by admissions\n"
+        f"  in the window: {', '.join(cells)};\n"
+        f"  the largest over the smallest ×{found['ratio']} (no decision scans the log;"
+        " `bench/decision_time.py`)."
+    )
 
 
 def _what_would_move(missed: list[dict[str, Any]], report: dict[str, Any]) -> str:
@@ -274,7 +301,8 @@ def _fairness(fair: dict[str, Any] | None) -> str:
         ),
         ("longest wait", f"{fair['longest_wait_s']} s", "–"),
         (
-            "worst order inversion: let in after someone with a later ticket",
+            "worst order inversion: let in after someone with a later ticket (of the"
+            f" {fair.get('order_measured_on', 0)} visitors the store heard within the grace)",
             f"{fair['worst_order_inversion_s']} s",
             f"one poll interval, {fair['order_bound_s']:.2f} s",
         ),
@@ -309,6 +337,58 @@ serve` replicas on one `redis-server`; each polls as the wait page does (retry_a
 """
 
 
+def _workers(found: dict[str, Any] | None) -> str:
+    """`waitroom serve --workers 1` against `--workers 2` (bench/workers.py)."""
+    if not found:
+        return ""
+    one, two = found["runs"]
+    verdict = "met" if found["met"] else "not met"
+    return f"""
+### One proxy per core: `--workers`
+
+Returning visitors (session cookie, Redis store) through `waitroom serve`, one run each, wrk with
+{found["wrk_threads"]} threads and {found["connections"]} connections on the same {found["cpus"]} cores
+([`bench/workers.py`](bench/workers.py)):
+
+| | req/s | p50 ms | p99 ms | load average before |
+| --- | ---: | ---: | ---: | ---: |
+| `--workers 1` | {one["rps"]:.0f} | {one["p50_ms"]} | {one["p99_ms"]} | {one["load_average_before"]} |
+| `--workers 2` | {two["rps"]:.0f} | {two["p50_ms"]} | {two["p99_ms"]} | {two["load_average_before"]} |
+
+**×{found["ratio"]}** with two workers (target ×{found["target"]}: {verdict}). wrk, nginx and Redis
+share the same cores, so a second worker cannot have a core to itself: on a machine whose proxy has
+its cores alone the gain is closer to the number of workers. One run: expect ±15% between runs here.
+"""
+
+
+def _simulation(sim: dict[str, Any] | None) -> str:
+    """`waitroom simulate`'s speed (bench/simulate.py)."""
+    if not sim:
+        return ""
+    whole, exact, parked = sim["whole"], sim["exact"], sim["parked"]
+    load = ", ".join(f"{x:g}" for x in whole["load_average"])
+    same = (
+        "the same figures (all but the count of requests decided)"
+        if not sim["differing"]
+        else f"figures that differ in {', '.join(sim['differing'])}"
+    )
+    return f"""## Simulation
+
+`waitroom simulate` ([`bench/simulate.py`](bench/simulate.py)): `--crowd "{sim["crowd"]}"` on a `fifo`
+room of 250 per 15 s (`retry_after: 5s`), {sim["behaviour"]}. {whole["visitors"]:,} visitors,
+{whole["simulated_s"] / 60:.0f} minutes simulated in **{whole["wall_s"]:g} s** ({whole["cpu_s"]:g} s of
+CPU; load average {load} while it ran), {whole["virtual_per_real"]:g} simulated seconds per second:
+{whole["decisions"]:,} decisions asked of the product's deciders, {whole["skipped_polls"]:,} polls
+skipped in {whole["parks"]:,} parks (a visitor far back in the line cannot be called: its polls
+would only refresh its ticket). The longest line was {whole["longest_line"]:,}; {whole["admitted"]:,}
+were admitted, {whole["abandoned"]:,} abandoned; at most {whole["most_in_window"]} in any 15 s window.
+
+The first {sim["first"]} with every poll asked (`--exact`): {exact["wall_s"]:g} s and
+{exact["decisions"]:,} decisions; parked: {parked["wall_s"]:g} s and {parked["decisions"]:,} decisions,
+with {same} (tests/unit/sim/test_engine.py checks every visitor's admission is the same instant).
+"""
+
+
 def _accuracy_cells(figures: dict[str, Any]) -> str:
     return f"{figures['admitted']} | {figures['max_in_any_window']} | {figures['over_admission_pct']}%"
 
@@ -320,6 +400,8 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
     (results / "latest.json").write_text(text)
     (results / f"{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(text)
     chart(report, results / "ratios.png")
+    if report.get("crowd", {}).get("sim"):
+        crowd_chart(report["crowd"], results / "crowd.png")
     (out / "BENCHMARKS.md").write_text(markdown(report))
     print()
     print(table(report))

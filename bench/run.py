@@ -12,9 +12,13 @@ limit on Redis, allowed and refused, (e) the counter workload PUT and GET. Then 
 (µs per decision, Redis round trips per request), accuracy (4 replicas on Redis against 2 HAProxy
 instances with stick tables at a gentle load; flash crowds of 50, 200 and 400 new visitors at once
 on 1 and 4 replicas, and behind 20 and 80 ms of Redis latency, with the shipped store defaults;
-sliding_window against an exact log), scale (1 and 2 proxies on one Redis) and Redis memory per
-100k rate-limit keys. Writes bench/results/*.json (with machine info), bench/results/ratios.png and
-BENCHMARKS.md.
+sliding_window against an exact log), scale (1 and 2 proxies on one Redis), Redis memory per
+100k rate-limit keys, the embedded store's decision time with 1k to 1M admissions in a window,
+`waitroom serve --workers 1` against `--workers 2` (bench/workers.py), `waitroom simulate`'s speed on
+an hour of on-sale (bench/simulate.py), and the crowd (bench/crowd.py: lines of 1k to 1M waiting
+visitors in-process, 5,000 real clients over 2 replicas, a flash crowd).
+Writes bench/results/*.json (with machine info), bench/results/ratios.png, bench/results/crowd.png
+and BENCHMARKS.md.
 
 Requests and store calls are counted by the proxy itself (its /metrics on the admin port), scraped
 once it is idle: Redis calls per request is exact, whatever wrk left in flight when it stopped.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import platform
@@ -39,9 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import crowd
+import decision_time
 import fairness
 import httpx
 import redis
+import simulate
+import workers
 from accuracy import flash_crowds, replicas_vs_haproxy, sliding_window_error
 from harness import (
     REPO,
@@ -246,9 +255,26 @@ def proxy_for(
         options = ["--set", f"waitroom_config={config}"]
     env = {**os.environ, "WAITROOM_SECRET": SECRET}
     with mitmdump(work, upstream, scenario.scripts, options, env, profile, scenario.entry) as port:
+        url = f"http://127.0.0.1:{port}"
         if admin is not None:
             ready(admin, work)
-        yield f"http://127.0.0.1:{port}", admin
+        elif scenario.scripts:
+            scripts_answer(url + scenario.path, work)
+        yield url, admin
+
+
+def scripts_answer(url: str, work: Path, timeout: float = 30) -> None:
+    """mitmdump binds its port before its `-s` scripts are loaded, and meanwhile forwards every
+    request to nginx: a scenario whose script answers by itself (the counter, the fixed page) is
+    ready once an answer comes that nginx did not write. A run started earlier measured a proxy
+    still loading its script (0 requests in a 1 s run on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if "nginx" not in httpx.get(url, timeout=5).headers.get("server", ""):
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"bench: {url} was not answered by the proxy's script within {timeout:g}s (see {work})")
 
 
 def measure(
@@ -433,7 +459,8 @@ def scale(work: Path, upstream: int, redis_port: int, seconds: float) -> dict[st
 
 def redis_memory_per_100k_keys(redis_port: int, keys: int) -> dict[str, Any]:
     from waitroom.store.base import RateCheck
-    from waitroom.store.redis import RedisStore, client_from_url
+    from waitroom.store.redis import RedisStore
+    from waitroom.store.redis_client import client_from_url
 
     async def fill() -> None:
         store = RedisStore(client_from_url(f"redis://127.0.0.1:{redis_port}/1", 10.0), key_prefix="memory")
@@ -549,6 +576,10 @@ def main() -> int:
         report["scale"] = step(
             "scale: 1 and 2 proxies on one Redis", lambda: scale(work, upstream, redis_port, options.seconds)
         )
+        report["workers"] = step(
+            "workers: `waitroom serve --workers 1` vs `--workers 2`, returning visitors",
+            lambda: workers.measure(work, upstream, redis_port, options.seconds),
+        )
         missed = [n for n, (base, want) in TARGETS.items() if report["scenarios"][n]["ratio"] < want]
         # The first missed target's profile says why; with none missed, the returning visitor's
         # on mitmdump says where the time goes.
@@ -574,8 +605,20 @@ def main() -> int:
             f"fair queue: {visitors} visitors on 4 replicas",
             lambda: fairness.run(Path(tmp), visitors=visitors),
         )
+    report["decision_time"] = step(
+        "embedded store: decision time as the window fills",
+        lambda: decision_time.run((1_000, 100_000) if options.quick else decision_time.SIZES),
+    )
     report["sliding_window"] = step(
         "sliding_window error", lambda: sliding_window_error(20_000 if options.quick else 200_000)
+    )
+    report["simulate"] = step(
+        "waitroom simulate: an hour of an on-sale", lambda: simulate.measure(options.quick)
+    )
+    # The crowd (issue 28): lines of 1k to 1M and real clients; --quick: the in-process part, small.
+    report["crowd"] = step(
+        "crowd: lines of waiting visitors, today's policy and issue 28's",
+        lambda: crowd.measure(options.quick, "sim" if options.quick else ""),
     )
     report["targets"] = targets(report)
     report["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -621,6 +664,15 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             "met": p99 is not None and p99 <= 1.0,
         }
     )
+    if report.get("workers"):
+        w = report["workers"]
+        out.append(
+            {
+                "target": f"--workers 2 >= {w['target']}x --workers 1 (returning visitors)",
+                "value": w["ratio"],
+                "met": w["met"],
+            }
+        )
     over = report["accuracy"]["waitroom_4_replicas"]["over_admission_pct"]
     out.append({"target": "0% over-admission, 4 replicas, exact mode", "value": over, "met": over == 0})
     fair = report.get("fairness")
@@ -647,6 +699,12 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": fair["eta_median_abs_error"] is not None and fair["eta_median_abs_error"] <= 0.2,
             },
         ]
+    # The crowd's (issue 28): each beside today's figure in BENCHMARKS.md's crowd section.
+    out += [
+        {"target": f"crowd: {t['target']}", "value": t["value"], "met": bool(t["met"])}
+        for t in report.get("crowd", {}).get("targets", [])
+        if t["met"] is not None
+    ]
     crowds = report["bursts"]["runs"].values()
     if crowds:  # the worst burst, over or under the limit
         off = max(max(run["over_admission_pct"], run["under_admission_pct"]) for run in crowds)

@@ -18,6 +18,10 @@
 #   BODY_SIZE_LIMIT    default 10m: mitmproxy refuses larger request bodies with 413 before buffering
 #   TCP_TIMEOUT        default 120: seconds of silence after which mitmproxy closes a connection
 #   FLOW_DETAIL        default 0: no line per request (metrics and decision logs say more)
+#   WORKERS            default 1: `waitroom serve --workers`, proxy processes sharing the port (one
+#                      core each; more than 1 needs a shared store); auto: the cores the container
+#                      may use (its CPU quota, and WAITROOM_CPUS, which the chart sets from the CPU
+#                      request). Not for WAITROOM_COMMAND=mitmdump.
 #   MITMPROXY_CONFDIR  default /tmp/mitmproxy: mitmproxy writes its CA there at start, so it must be
 #                      writable (an emptyDir at /tmp when the root filesystem is read-only)
 #   WAITROOM_HOME      default /app: where addons/ lives
@@ -50,6 +54,11 @@ case "${WAITROOM_COMMAND:-serve}" in
     echo "entrypoint: WAITROOM_COMMAND must be serve or mitmdump (got '${WAITROOM_COMMAND}')" >&2
     exit 64 ;;
 esac
+workers=${WORKERS:-1}
+if [ "$workers" != 1 ] && [ "${WAITROOM_COMMAND:-serve}" != serve ]; then
+  echo "entrypoint: WORKERS=$workers needs WAITROOM_COMMAND=serve (mitmdump runs one process)" >&2
+  exit 64
+fi
 config=${WAITROOM_CONFIG:-/etc/waitroom/waitroom.yaml}
 if [ "$mode" = demo ]; then
   config=${WAITROOM_CONFIG:-$home/config/waitroom.yaml}
@@ -58,7 +67,7 @@ fi
 # Prepended, so that the container's own arguments come last and can override any of these.
 # Under serve the wait room is built in; mitmdump loads it as a script.
 case "${WAITROOM_COMMAND:-serve}/$mode" in
-  serve/proxy)      set -- --set "waitroom_config=$config" "$@" ;;
+  serve/proxy)      set -- --workers "$workers" --set "waitroom_config=$config" "$@" ;;
   serve/counter)    set -- --no-waitroom -s "$home/addons/counter.py" "$@" ;;
   serve/demo)       set -- --set "waitroom_config=$config" -s "$home/addons/counter.py" "$@" ;;
   mitmdump/proxy)   set -- -s "$home/addons/waitroom.py" --set "waitroom_config=$config" "$@" ;;

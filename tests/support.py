@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +24,9 @@ from pathlib import Path
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from waitroom.rooms.decider import Decider, Decision
+from waitroom.web.request import RequestFacts, no_cookies
 
 REPO = Path(__file__).resolve().parents[1]
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
@@ -180,6 +183,7 @@ class Mitmdump:
         args += extra or []
         full_env = {k: v for k, v in os.environ.items() if k != "WAITROOM_SECRET"}
         full_env.update(env or {})
+        self.args = args
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
 
@@ -192,10 +196,15 @@ class Mitmdump:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 30) -> Mitmdump:
+        """Until the proxy serves: its port open, and (unless -q silenced it) its "listening at" line
+        printed. mitmdump binds its port while it still loads its scripts, so an open port alone
+        does not say the config was read (a test that rewrites it would race the first load)."""
+        quiet = "-q" in self.args
+
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.entry} exited with {self.proc.returncode}:\n{self.log_text()}")
-            return port_open(self.port)
+            return port_open(self.port) and (quiet or " listening at " in self.log_text())
 
         wait_for(ready, timeout, f"{self.entry} on :{self.port}")
         return self
@@ -206,6 +215,11 @@ class Mitmdump:
     def stop(self) -> None:
         stop_process(self.proc)
         self._log.close()
+
+    def ask_to_stop(self) -> None:
+        """SIGTERM without waiting: replicas drain side by side (stop() then waits)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
 
 
 class RedisServer:
@@ -361,32 +375,40 @@ def running(*things: Mitmdump | RedisServer | RedisCluster | Upstream) -> Iterat
 
 
 class RedisSentinel:
-    """A master, a replica and one sentinel watching them as `mymaster` (quorum 1)."""
+    """A master, a replica and `sentinels` sentinels watching them as `mymaster` (a majority
+    decides a failover)."""
 
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
+    def __init__(self, workdir: Path, password: str | None = None, sentinels: int = 1) -> None:
         auth = ["--requirepass", password, "--masterauth", password] if password else []
         self.master = RedisServer(workdir, extra=auth)
         self.replica = RedisServer(workdir, extra=[*auth, "--replicaof", "127.0.0.1", str(self.master.port)])
-        self.port = free_port()
-        self.dir = workdir / f"sentinel-{self.port}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        conf = self.dir / "sentinel.conf"
-        lines = [
-            f"port {self.port}",
-            "bind 127.0.0.1",
-            f"dir {self.dir}",
-            f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 1",
-            "sentinel down-after-milliseconds mymaster 1000",
-            "sentinel failover-timeout mymaster 5000",
-        ]
-        if password:
-            lines.append(f"sentinel auth-pass mymaster {password}")
-        conf.write_text("\n".join(lines) + "\n")
+        self.ports = [free_port() for _ in range(sentinels)]
+        self.port = self.ports[0]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._logs = []
         binary = shutil.which("redis-server") or "redis-server"
-        log = open(self.dir / "sentinel.log", "wb")  # noqa: SIM115 - closed in stop()
-        self._log = log
-        self.proc = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self._master_port() == self.master.port, 20, "the sentinel to know its master")
+        for port in self.ports:
+            home = workdir / f"sentinel-{port}"
+            home.mkdir(parents=True, exist_ok=True)
+            lines = [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {home}",
+                f"sentinel monitor mymaster 127.0.0.1 {self.master.port} {sentinels // 2 + 1}",
+                "sentinel down-after-milliseconds mymaster 1000",
+                "sentinel failover-timeout mymaster 5000",
+            ]
+            if password:
+                lines.append(f"sentinel auth-pass mymaster {password}")
+            (home / "sentinel.conf").write_text("\n".join(lines) + "\n")
+            log = open(home / "sentinel.log", "wb")  # noqa: SIM115 - closed in stop()
+            self._logs.append(log)
+            self.procs.append(
+                subprocess.Popen(
+                    [binary, str(home / "sentinel.conf"), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
+                )
+            )
+        wait_for(lambda: self._master_port() == self.master.port, 20, "the sentinels to know their master")
 
     def _master_port(self) -> int | None:
         with contextlib.suppress(redis.RedisError, OSError):
@@ -399,20 +421,26 @@ class RedisSentinel:
 
     def url(self, password: str | None = None) -> str:
         auth = f":{password}@" if password else ""
-        return f"redis+sentinel://{auth}127.0.0.1:{self.port}/mymaster/0"
+        return f"redis+sentinel://{auth}" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + "/mymaster/0"
+
+    def primary(self) -> RedisServer:
+        """The data node the sentinels name as master now."""
+        return self.replica if self._master_port() == self.replica.port else self.master
 
     def fail_over(self) -> None:
-        """Kill the master; wait until the sentinel has promoted the replica."""
+        """Kill the master; wait until the sentinels have promoted the replica."""
         self.master.kill()
         wait_for(
-            lambda: self._master_port() == self.replica.port, 30, "the sentinel's failover", interval=0.2
+            lambda: self._master_port() == self.replica.port, 30, "the sentinels' failover", interval=0.2
         )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self._log.close()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=10)
+        for log in self._logs:
+            log.close()
         self.replica.stop()
         self.master.stop()
 
@@ -476,3 +504,19 @@ class DelayRelay:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+async def visit(
+    decider: Decider,
+    path: str = "/",
+    cookies: Callable[[str], Sequence[str]] | None = None,
+    *,
+    host: str = "h",
+    user_agent: str = "",
+) -> Decision:
+    """One request to a room decider, classified as the gate does (no mitmproxy, no proxy)."""
+    headers = {"user-agent": user_agent}
+    facts = RequestFacts(
+        host, path, "GET", "127.0.0.1", lambda name: headers.get(name.lower()), 0.0, cookies or no_cookies
+    )
+    return await decider.decide(facts, decider.router.route(host, path))

@@ -25,11 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from mitmproxy import master, options
+from mitmproxy import exceptions, hooks, master, options
 from mitmproxy.addons import (
     block,
     core,
@@ -44,6 +45,8 @@ from mitmproxy.addons import (
     update_alt_svc,
 )
 from mitmproxy.tools import main as mitmproxy_main
+
+from waitroom import version_line, workers
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +108,56 @@ class ServeMaster(master.Master):
             dumper.Dumper(),
             _QuietErrorCheck(),
         )
+        self.waitroom: Any = None
         if self.with_waitroom:
             from waitroom.addon import WaitRoom  # the wait room's imports only when it runs
 
-            self.addons.add(WaitRoom())  # type: ignore[no-untyped-call]
-        # The wait page and the refusals need no upstream connection; --set overrides this.
+            self.waitroom = WaitRoom()
+            self.addons.add(self.waitroom)  # type: ignore[no-untyped-call]
+        # The wait page and the refusals need no upstream connection; --set overrides this. The
+        # option's default changes too, so that `--options` shows it and `reset` keeps it (a
+        # private attribute: mitmproxy is pinned below 13, and tests/ops/test_serve.py pins it).
+        self.options._options["connection_strategy"]._default = "lazy"
         self.options.update(connection_strategy="lazy")  # type: ignore[no-untyped-call]
 
     async def run(self) -> None:
         await self._scripts_loaded()
+        errors = self.addons.get("errorcheck")  # type: ignore[no-untyped-call]
+        refused = bool(errors and errors.logger.has_errored)  # e.g. the config file did not load
         # mitmdump ignores an option nobody defines (a typo in --set); a proxy in front of a service
         # had better not start with a setting it does not apply.
         if unknown := sorted(self.options.deferred):
             log.error(f"{PROG}: unknown option(s): {', '.join(unknown)} (`{PROG} --options` lists them)")
+            refused = True
         # mitmproxy checks an option's choices on its command-line flag only, not on --set.
         for name, option in self.options.items():  # type: ignore[no-untyped-call]
             value = option.current()
             values = value if isinstance(value, list | tuple) else [value]
             if option.choices and any(v not in option.choices for v in values):
                 log.error(f"{PROG}: {name}: must be one of {', '.join(option.choices)} (got {value!r})")
+                refused = True
+        if refused:
+            pass  # one line said why; mitmproxy's errorcheck exits with status 1 on it
+        elif self.with_waitroom and not any(str(m).startswith("reverse:") for m in self.options.mode):
+            log.error(
+                f"{PROG}: --mode reverse:URL is required: the wait room sits in front of one service "
+                "(e.g. --mode reverse:http://127.0.0.1:8000)"
+            )
+        else:
+            self._configure_waitroom()
         await super().run()  # mitmproxy's errorcheck exits with status 1 on any of those lines
+
+    def _configure_waitroom(self) -> None:
+        """Tell the wait room every option, as mitmdump does for a `-s` script when it loads it:
+        mitmproxy calls an addon added in code only for the options that were set, so the defaults
+        its parts declare (the connection limit, the header timeout and size) would never apply."""
+        if self.waitroom is None:
+            return
+        try:
+            every = set(self.options.keys())  # type: ignore[no-untyped-call]
+            self.addons.invoke_addon_sync(self.waitroom, hooks.ConfigureHook(every))
+        except exceptions.OptionsError as e:
+            log.error(f"{PROG}: {e}")
 
     async def _scripts_loaded(self) -> None:
         """mitmproxy loads `-s` scripts in tasks of their own, a turn or two of the loop after the
@@ -144,10 +177,21 @@ class LeanMaster(ServeMaster):
     with_waitroom = False
 
 
+class _HelpShown(Exception):
+    """`--help` was printed: mitmproxy's `run` turns any SystemExit from the parser into status 1."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, not the usage block: `waitroom serve --help` shows that."""
         self.exit(2, f"{PROG}: {message} (see `{PROG} --help`)\n")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if status == 0:
+            if message:
+                self._print_message(message, sys.stdout)
+            raise _HelpShown
+        super().exit(status, message)
 
 
 def make_parser(opts: options.Options) -> argparse.ArgumentParser:
@@ -159,7 +203,12 @@ def make_parser(opts: options.Options) -> argparse.ArgumentParser:
             "core and of the loaded addons is accepted with --set name=value (--options lists them)."
         ),
     )
-    parser.add_argument("--version", action="store_true", help="show version number and exit", dest="version")
+    parser.add_argument(
+        "--version",
+        action="store_true",
+        help="show waitroom's and mitmproxy's versions and exit",
+        dest="version",
+    )
     parser.add_argument("--options", action="store_true", help="Show all options and their default values")
     parser.add_argument("--commands", action="store_true", help="Show all commands and their signatures")
     parser.add_argument(
@@ -180,6 +229,14 @@ def make_parser(opts: options.Options) -> argparse.ArgumentParser:
         action="store_true",
         help="Run without the wait room (e.g. the request counter alone: -s addons/counter.py).",
     )
+    parser.add_argument(
+        workers.WORKERS_FLAG,
+        default="1",
+        metavar="N",
+        help="Worker processes sharing the listening port, one event loop (one core) each: a number, "
+        "or `auto` for the cores this process may use. More than 1 needs a shared store (store.url). "
+        "Default: 1 (one process, no supervisor).",
+    )
     _add(opts, parser, _BASIC)
     opts.make_parser(parser, "flow_detail", metavar="LEVEL")  # type: ignore[no-untyped-call]
     _add(opts, parser.add_argument_group("Proxy Options"), _PROXY)
@@ -193,8 +250,36 @@ def _add(opts: options.Options, group: Any, flags: Sequence[tuple[str, str | Non
 
 
 def main(argv: Sequence[str]) -> int:
-    """Run until shut down; mitmproxy's `run` exits with status 1 on a usage, option or start error."""
+    """Run until shut down; mitmproxy's `run` exits with status 1 on a usage, option or start error.
+    `--help` exits 0; `--version` names waitroom's version, then mitmproxy's."""
     sys.argv[0] = PROG  # mitmproxy prefixes option errors with it
+    if not _shown_and_gone(argv):
+        try:
+            value, rest = workers.take_workers(argv)
+            count = workers.parse_workers(value) if value is not None else 1
+        except workers.WorkersError as e:
+            print(f"{PROG}: {e}", file=sys.stderr, flush=True)
+            return 2
+        if count > 1:
+            return workers.main(rest, count)
+        argv = rest
+    if os.environ.get(workers.WORKER_ENV):
+        with workers.as_worker():  # one of `--workers N`: the port is shared with the others
+            return _run(argv)
+    return _run(argv)
+
+
+def _shown_and_gone(argv: Sequence[str]) -> bool:
+    """--help, --version, --options and --commands print and exit: no workers for them."""
+    return any(a in argv for a in ("-h", "--help", "--version", "--options", "--commands"))
+
+
+def _run(argv: Sequence[str]) -> int:
     master_cls = LeanMaster if NO_WAITROOM in argv else ServeMaster
-    mitmproxy_main.run(master_cls, make_parser, list(argv))
+    if "--version" in argv:
+        print(version_line(), flush=True)
+    try:
+        mitmproxy_main.run(master_cls, make_parser, list(argv))
+    except _HelpShown:
+        return 0
     return 0

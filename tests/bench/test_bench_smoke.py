@@ -38,7 +38,13 @@ def test_the_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert admit["redis_calls_per_request"] == pytest.approx(1.0, abs=0.05), admit
     assert scenarios["serve-admit-redis"]["redis_calls_per_request"] == pytest.approx(1.0, abs=0.05)
     assert scenarios["ratelimit-refused"]["redis_calls_per_request"] == 0  # the over-limit cache
+    simulated = report["simulate"]
+    assert simulated["whole"]["visitors"] == 2000
+    assert simulated["differing"] == []  # parked and exact: the same figures
     assert "## Where the time goes" in (tmp_path / "BENCHMARKS.md").read_text()
+    two = report["workers"]["runs"][1]  # `--workers 2` served and its /metrics added the workers up
+    assert two["workers"] == 2
+    assert two["sessions_counted"] > 0
     accuracy = report["accuracy"]
     assert accuracy["waitroom_4_replicas"]["over_admission_pct"] == 0, accuracy
     assert accuracy["haproxy_2_instances"]["over_admission_pct"] > 50, accuracy  # per-instance tables

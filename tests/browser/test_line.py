@@ -15,6 +15,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import NewContext, Site
 from tests.browser.helpers import COUNTER_PRE, UPDATE_DOCS_ENV, Journal, png_size, room_config
 from tests.browser.test_page_quality import ARTIFACTS, DOCS, SCREENS
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +40,7 @@ def test_the_page_shows_the_place_in_line_and_moves_up(site: Site, new_context: 
     expect(behind.locator("#eta")).to_have_text(
         re.compile(r"^Your wait: (less than a minute|about \d+ minutes?)\.$")
     )
-    assert behind.locator("#place").is_visible()
+    assert behind.locator("#eta").is_visible()
 
     # The first in line gets in by itself; the one behind moves up on its own page, not reloaded.
     expect(ahead.locator(COUNTER_PRE)).to_have_text('{"path": "/shop/item", "count": 0}', timeout=15_000)
@@ -61,7 +62,12 @@ def event_room(opens_in: float) -> str:
 
 
 def test_the_pre_queue_page_counts_down_then_lets_the_visitor_in(site: Site, new_context: NewContext) -> None:
-    proxy = site(event_room(6))
+    # Started an hour before the opening, then moved to 6 s from now once it serves: however long
+    # the start takes on a busy machine, the page meets the countdown.
+    proxy = site(event_room(3600))
+    assert proxy.config_path is not None
+    proxy.config_path.write_text(event_room(6))
+    wait_for(lambda: "waitroom: reloaded" in proxy.log_text(), 10, "the opening time")
     page = new_context().new_page()
     journal = Journal(page)
     url = f"{proxy.url}/shop/item"
@@ -70,7 +76,8 @@ def test_the_pre_queue_page_counts_down_then_lets_the_visitor_in(site: Site, new
     expect(countdown).to_have_text(re.compile(r"^Opens in 0:0[1-6]\.$"))
     first = countdown.inner_text()
     expect(countdown).not_to_have_text(first, timeout=3_000)  # it ticks, without a reload
-    expect(page.locator("#eta")).to_contain_text("random order")
+    expect(page.locator("[data-waitroom=message]")).to_contain_text("random order")
+    expect(page.locator("h1")).to_contain_text("shop opens at")  # the opening, not a crowd
     expect(page.locator(COUNTER_PRE)).to_have_text('{"path": "/shop/item", "count": 0}', timeout=20_000)
     assert journal.documents() == [(url, 503), (url, 200)]
 
@@ -81,7 +88,8 @@ def test_screenshots_of_the_pre_queue_page(site: Site, new_context: NewContext, 
     proxy = site(event_room(12 * 60 + 34))
     page = new_context(color_scheme="light", reduced_motion="reduce", **options).new_page()
     assert page.goto(f"{proxy.url}/shop").status == 503  # type: ignore[union-attr]
-    expect(page.locator("#position")).to_have_text(re.compile(r"^Opens in 12:3[34]\.$"))
+    # 12:34 when the proxy started; a busy machine may take some seconds to start it.
+    expect(page.locator("#position")).to_have_text(re.compile(r"^Opens in 12:[0-3]\d\.$"))
     name = f"prequeue-{screen}.png"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=ARTIFACTS / name)

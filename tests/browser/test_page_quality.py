@@ -51,9 +51,14 @@ def waiting_page(site: Site, new_context: NewContext, config: str, **options: An
     """Start a proxy, let one visitor fill the room, and open the wait page as the next visitor."""
     proxy = site(config)
     fill(proxy, new_context)
-    page = new_context(**options).new_page()
-    response = page.goto(f"{proxy.url}/shop")
-    assert response is not None
+    # A room with a short window may turn over before the next visitor arrives on a busy machine:
+    # that visitor got the new window's place, and the next one waits (bounded).
+    for _ in range(5):
+        page = new_context(**options).new_page()
+        response = page.goto(f"{proxy.url}/shop")
+        assert response is not None
+        if response.status != 200:
+            break
     assert response.status == 503
     expect(page.locator("h1")).to_have_text(WAIT_HEADING)
     return proxy, page

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import StartProxy
 from tests.support import Mitmdump, RedisServer, wait_for
-from waitroom.counter import STORE_TIMEOUT
+from waitroom.counter.addon import STORE_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +80,7 @@ def _urls(replicas: list[Mitmdump]) -> list[str]:
     return [r.url for r in replicas]
 
 
+@pytest.mark.exact
 def test_with_idempotency_keys_every_logical_put_counts_exactly_once(
     replicas: list[Mitmdump], redis_server: RedisServer
 ) -> None:
@@ -137,6 +138,7 @@ def test_with_idempotency_keys_every_logical_put_counts_exactly_once(
                 assert c.get(f"/keyed/{n}").json()["count"] == PUTS_PER_CLIENT
 
 
+@pytest.mark.exact
 def test_without_a_key_every_200_is_counted_and_no_503_was(
     replicas: list[Mitmdump], redis_server: RedisServer
 ) -> None:

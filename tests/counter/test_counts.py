@@ -1,4 +1,4 @@
-"""The counter's pure logic: path normalisation, content negotiation, and the counts stores' contract."""
+"""counter/counts.py: the counts stores' contract, on the embedded store and a real Redis."""
 
 from __future__ import annotations
 
@@ -9,79 +9,17 @@ from pathlib import Path
 import pytest
 
 from tests.support import RedisServer
-from waitroom.config import StoreConfig
-from waitroom.counterhttp import MAX_PATH_BYTES, BadRequest, counter_path, wants_text
-from waitroom.store.counts import Counts, KeyReused, MemoryCounts, Put, RedisCounts, open_counts
-from waitroom.store.redis import client_from_url
-
-
-@pytest.mark.parametrize(
-    ("target", "path"),
-    [
-        ("/", "/"),
-        ("", "/"),
-        ("/a", "/a"),
-        ("/a/", "/a"),
-        ("/a?x=1", "/a"),
-        ("/a#frag", "/a"),
-        ("//a///b", "/a/b"),
-        ("/%61", "/a"),
-        ("/a%2Fb", "/a/b"),
-        ("/a/./b/../c", "/a/c"),
-        ("/../../a", "/a"),
-        ("/A", "/A"),
-        ("/caf%C3%A9", "/café"),
-        ("/café", "/café"),
-        ("/a%20b", "/a b"),
-        ("/%3F", "/?"),
-    ],
+from waitroom.config.store import StoreConfig
+from waitroom.counter.counts import (
+    Counts,
+    KeyReused,
+    MemoryCounts,
+    Put,
+    RedisCounts,
+    TooManyPaths,
+    open_counts,
 )
-def test_paths_are_normalised(target: str, path: str) -> None:
-    assert counter_path(target) == path
-
-
-@pytest.mark.parametrize(
-    ("target", "status"),
-    [
-        ("/a%", 400),
-        ("/a%zz", 400),
-        ("/a%4", 400),
-        ("/%ff", 400),  # not UTF-8
-        ("/a%00b", 400),  # a control character
-        ("/a%0Ab", 400),
-        ("/" + "a" * (MAX_PATH_BYTES + 1), 414),
-        ("/" + "a" * 100_000, 414),
-    ],
-)
-def test_bad_paths_are_refused_with_a_clear_status(target: str, status: int) -> None:
-    with pytest.raises(BadRequest) as refused:
-        counter_path(target)
-    assert refused.value.status == status
-    assert refused.value.answer().headers["Content-Type"] == "application/problem+json"
-
-
-def test_the_longest_allowed_path_is_counted() -> None:
-    longest = "/" + "a" * (MAX_PATH_BYTES - 1)
-    assert counter_path(longest) == longest
-
-
-@pytest.mark.parametrize(
-    ("accept", "text"),
-    [
-        ("", False),
-        ("*/*", False),
-        ("application/json", False),
-        ("text/plain", True),
-        ("text/*", True),
-        ("text/plain, application/json", False),  # a tie: JSON
-        ("text/plain;q=1, application/json;q=0.5", True),
-        ("application/json;q=0.9, text/plain", True),
-        ("text/html", False),
-        ("text/plain;q=oops", False),
-    ],
-)
-def test_text_is_served_when_preferred(accept: str, text: bool) -> None:
-    assert wants_text(accept) is text
+from waitroom.store.redis_client import client_from_url
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +69,23 @@ async def test_a_key_counts_once_and_replays_the_first_answer(counts: Counts) ->
     assert [a.replayed for a in answers].count(False) == 1
     assert {a.count for a in answers} == {1}
     assert await counts.get("/c") == 1
+
+
+@pytest.mark.e2e
+async def test_paths_are_bounded_and_the_total_stays_their_sum(counts: Counts) -> None:
+    counts.max_paths = 3
+    for path in ("/a", "/b", "/c"):
+        await counts.put(path)
+    with pytest.raises(TooManyPaths):
+        await counts.put("/d")
+    with pytest.raises(TooManyPaths):
+        await counts.put("/d", "k1")  # nothing is remembered for the key either
+    assert await counts.put("/a") == Put(2, 4)  # an existing path still counts
+    assert await counts.put("/a", "k2") == Put(3, 5)
+    assert await counts.put("/a", "k2") == Put(3, 0, replayed=True)
+    assert (await counts.get("/d"), await counts.total()) == (0, 5)
+    counts.max_paths = 4  # raised at run time (the option changed)
+    assert await counts.put("/d", "k1") == Put(1, 6)
 
 
 async def test_the_embedded_store_forgets_keys_after_their_window() -> None:

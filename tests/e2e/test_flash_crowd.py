@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import SECRET, StartProxy
 from tests.support import DelayRelay, Mitmdump, RedisServer, Upstream, flash_crowd, free_port, wait_for
-from waitroom.store.redis import load_lua
+from waitroom.store.redis_client import load_lua
 
 pytestmark = pytest.mark.e2e
 ENV = {"WAITROOM_SECRET": SECRET}
@@ -47,6 +47,7 @@ def admitted(redis: RedisServer, room: str) -> int:
 
 @pytest.mark.parametrize("on_error", ["local", "closed"])
 @pytest.mark.parametrize("count", [1, 4])
+@pytest.mark.exact
 def test_bursts_admit_exactly_new_sessions(
     start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer, count: int, on_error: str
 ) -> None:
@@ -62,6 +63,7 @@ def test_bursts_admit_exactly_new_sessions(
         assert "Traceback" not in proxy.log_text()
 
 
+@pytest.mark.exact
 def test_a_global_sliding_log_rule_across_four_replicas_allows_exactly_its_limit(
     start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
 ) -> None:

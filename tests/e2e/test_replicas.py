@@ -39,6 +39,7 @@ def burst(urls: list[str], visitors: int) -> list[int]:
         return list(pool.map(visit, range(visitors)))
 
 
+@pytest.mark.exact
 def test_four_replicas_admit_exactly_new_sessions(
     start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
 ) -> None:
@@ -61,13 +62,35 @@ def test_a_tight_timeout_under_a_burst_never_over_admits(
     assert len(upstream.seen) <= recorded <= 5
 
 
+GLOBAL_LIMIT = 12
+
+
+@pytest.mark.exact
 def test_four_replicas_on_a_cluster(start_proxy: StartProxy, upstream: Upstream, tmp_path: Path) -> None:
+    """Three real masters: a room's window and a global rate limit, each exact across 4 replicas
+    (each key lives in one slot, whichever master holds it)."""
     cluster = RedisCluster(tmp_path / "cluster")
+    text = f"""
+store: {{url: "{cluster.url}", timeout: 2s, on_error: closed, replicas: 4}}
+rooms:
+  - {{name: shop, match: {{path_prefix: /page}}, new_sessions: 5, window: 60s, block_for: 60s}}
+rate_limits:
+  - {{name: api, key: global, limit: {GLOBAL_LIMIT}, per: 60s, algorithm: sliding_log,
+      match: {{path_prefix: /api/}}}}
+"""
     try:
-        proxies = [start_proxy(config(cluster.url, timeout="2s"), upstream.url, env=ENV) for _ in range(4)]
+        proxies = [start_proxy(text, upstream.url, env=ENV) for _ in range(4)]
         statuses = burst([p.url for p in proxies], 60)
         assert statuses.count(200) == 5
         assert statuses.count(503) == 55
+
+        def call(i: int) -> int:
+            return httpx.get(f"{proxies[i % 4].url}/api/x", timeout=10).status_code
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            limited = list(pool.map(call, range(60)))
+        assert limited.count(200) == GLOBAL_LIMIT, limited
+        assert limited.count(429) == 60 - GLOBAL_LIMIT
     finally:
         cluster.stop()
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import SECRET, StartProxy
 from tests.support import Upstream, wait_for
-from waitroom.sessions import SessionCodec, keys_from_secret
+from waitroom.rooms.sessions import SessionCodec, keys_from_secret
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ def test_admits_n_then_serves_the_wait_page_and_keeps_sessions(
     assert page.headers["retry-after"] == "1"
     assert page.headers["cache-control"] == "no-store"
     assert page.headers["content-type"].startswith("text/html")
-    assert '<html lang="en">' in page.text
+    assert '<html lang="en" dir="ltr">' in page.text
     assert "shop" in page.text
     assert '<noscript><meta http-equiv="refresh" content="1">' in page.text
     assert "set-cookie" not in page.headers

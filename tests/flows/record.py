@@ -22,7 +22,7 @@ import jwt
 
 from tests.flows.scenario import SECRET, TIMES_HEADER, Scenario, expectation_lines, read_flows, scenarios
 from tests.support import Mitmdump, RedisServer, Upstream
-from waitroom.sessions import SessionCodec, keys_from_secret
+from waitroom.rooms.sessions import SessionCodec, keys_from_secret
 
 
 def cookie_for(spec: str, ttl: float = 600.0) -> tuple[str, str]:

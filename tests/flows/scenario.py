@@ -21,8 +21,8 @@ from mitmproxy.eventsequence import iterate
 from mitmproxy.test import taddons
 
 from waitroom.addon import WaitRoom
-from waitroom.durations import parse_duration
-from waitroom.replay import describe
+from waitroom.addon.replay import describe
+from waitroom.config.durations import parse_duration
 
 FLOWS = Path(__file__).resolve().parent
 SECRET = "flows-secret-0123456789abcdef0123"

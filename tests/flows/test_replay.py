@@ -8,6 +8,7 @@ When a change of behaviour is deliberate, `make flows` re-records the fixtures a
 from __future__ import annotations
 
 import difflib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -95,6 +96,7 @@ def test_users_replay_their_own_traffic_with_mitmdump(tmp_path: Path) -> None:
     run = subprocess.run(
         [
             str(Path(sys.executable).with_name("mitmdump")),
+            "-q",  # mitmproxy's log only: the replay's lines are the command's output
             "-nr",
             str(scenario.recording),
             "-s",
@@ -110,7 +112,11 @@ def test_users_replay_their_own_traffic_with_mitmdump(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={"WAITROOM_SECRET": SECRET, "PATH": str(Path(sys.executable).parent)},
+        env={
+            "WAITROOM_SECRET": SECRET,
+            "PATH": str(Path(sys.executable).parent),
+            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},  # the code under test
+        },
     )
     assert run.returncode == 0, run.stderr
     output = run.stdout + run.stderr

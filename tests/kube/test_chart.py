@@ -25,7 +25,8 @@ from tests.kube.helm import (
     render_error,
     values_files,
 )
-from waitroom.config import Config, compile_config
+from waitroom.build import compile_config
+from waitroom.config.schema import Config
 
 FULLNAME = f"{RELEASE}-waitroom"
 FILES = values_files()
@@ -348,6 +349,7 @@ def test_client_ip_settings_behind_the_gateway(tmp_path: Path) -> None:
     assert proxy_config(rendered("production-values.yaml"), tmp_path).client_ip.trusted_proxies == 2
     header = proxy_config(rendered("external-redis-values.yaml"), tmp_path).client_ip
     assert (header.trusted_proxies, header.header) == (0, "X-Envoy-External-Address")
+    assert (header.ipv6_prefix, header.ipv4_prefix) == (64, 32)
 
 
 def test_rbac_reads_endpointslices_and_its_own_configmap() -> None:
@@ -506,6 +508,7 @@ def test_notes_say_how_to_check_the_release() -> None:
         ({"config.store.url": "redis://x:6379"}, "at '/config/store'"),  # the chart sets it
         ({"redis.external.url": "redis://:pw@r:6379/0"}, "at '/redis/external/url'"),
         ({"istio.gateway.principal": "x", "istio.gatway.name": "y"}, "additional properties 'gatway'"),
+        ({"proxy.workers": "0"}, "at '/proxy/workers'"),
     ],
 )
 def test_the_schema_rejects_bad_values(sets: dict[str, str], message: str) -> None:
@@ -550,6 +553,7 @@ def test_a_missing_upstream_is_refused_by_name() -> None:
             "needs proxy.keepHostHeader=true",
         ),
         ("external-redis-values.yaml", {"istio.gateway.name": ""}, "istio.gateway.name"),
+        ("minimal-values.yaml", {"proxy.workers": "auto"}, "proxy.workers=auto needs a shared store"),
     ],
 )
 def test_the_chart_fails_with_a_clear_message(values_file: str, sets: dict[str, str], message: str) -> None:
@@ -564,6 +568,20 @@ def test_the_proxy_runs_waitroom_serve(values_file: str) -> None:
     for counter in objects.all("Deployment"):
         if counter["metadata"]["name"].endswith("-counter"):
             assert env_of(counter["spec"]["template"]["spec"]["containers"][0])["WAITROOM_COMMAND"] == "serve"
+
+
+def test_workers_follow_the_cpu_request() -> None:
+    """proxy.workers reaches the entry point (WORKERS → `--workers`), and `auto` is bounded by the
+    CPU request, which the downward API hands over rounded up (WAITROOM_CPUS)."""
+    assert env_of(proxy_container(rendered("minimal-values.yaml")))["WORKERS"] == "1"
+    container = proxy_container(render("production-values.yaml", {"proxy.workers": "auto"}))
+    assert env_of(container)["WORKERS"] == "auto"
+    cpus = next(e for e in container["env"] if e["name"] == "WAITROOM_CPUS")
+    assert cpus["valueFrom"]["resourceFieldRef"] == {
+        "containerName": "proxy",
+        "resource": "requests.cpu",
+        "divisor": "1",
+    }
 
 
 def test_mitmdump_is_one_value_away_and_nothing_else_is() -> None:

@@ -1,5 +1,6 @@
 """Every room setting passes the chart's values schema and reaches the proxy's config: a fair queue
-with a cap, a scheduled sale and a per-address ticket limit, as values.yaml documents them."""
+with a cap, a scheduled sale, a per-address ticket limit and proof of work, as values.yaml
+documents them."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ config:
       after_close: page
       closed_status: 410
       tickets_per_ip: 20
+      proof_of_work: {difficulty: 18, ttl: 20s}
 """
 
 
@@ -37,6 +39,8 @@ def test_a_scheduled_fifo_room_with_a_cap_renders_and_loads(tmp_path: Path) -> N
     config = proxy_config(render(str(values)), tmp_path)
     (room,) = config.rooms
     assert (room.queue, room.max_active, room.tickets_per_ip) == ("fifo", 500, 20)
+    assert room.proof_of_work is not None
+    assert (room.proof_of_work.difficulty, room.proof_ttl_seconds) == (18, 20)
     assert room.opens_at is not None
     assert room.opens_at.isoformat() == "2026-12-01T10:00:00+01:00"
 
@@ -47,6 +51,7 @@ def test_a_scheduled_fifo_room_with_a_cap_renders_and_loads(tmp_path: Path) -> N
         ("      queue: lifo\n", "queue"),
         ('      opens_at: "tomorrow"\n', "opens_at"),
         ("      max_active: 0\n", "max_active"),
+        ("      proof_of_work: {difficulty: 40}\n", "difficulty"),
     ],
 )
 def test_the_schema_refuses_bad_room_settings(tmp_path: Path, line: str, message: str) -> None:

@@ -1,10 +1,10 @@
-"""endpointslices.py alone: the slices of one Service as a list and watch events leave them."""
+"""kube/slices.py alone: the slices of one Service as a list and watch events leave them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from waitroom.endpointslices import SERVICE_NAME_LABEL, ServiceSlices
+from waitroom.kube.slices import SERVICE_NAME_LABEL, ServiceSlices
 
 
 def piece(name: str, *pods: str, service: str = "proxy", version: str = "1") -> dict[str, Any]:

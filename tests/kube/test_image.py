@@ -242,6 +242,7 @@ def test_the_image_command_proxies_and_answers_readyz(
             assert any(a.endswith("/waitroom") for a in args[:2]), args
             assert args[args.index(next(a for a in args if a.endswith("/waitroom"))) + 1] == "serve", args
             assert script not in args  # built in
+            assert args[args.index("--workers") + 1] == "1"  # WORKERS, default 1: one process
         for flag in (
             f"reverse:{upstream.url}",
             "connection_strategy=lazy",
@@ -302,6 +303,10 @@ def test_the_counter_mode_serves_the_demo_workload(
         ({}, "set UPSTREAM"),
         ({"UPSTREAM": "http://127.0.0.1:9", "WAITROOM_MODE": "other"}, "must be proxy, counter or demo"),
         ({"UPSTREAM": "http://127.0.0.1:9", "WAITROOM_COMMAND": "mitmweb"}, "must be serve or mitmdump"),
+        (
+            {"UPSTREAM": "http://127.0.0.1:9", "WAITROOM_COMMAND": "mitmdump", "WORKERS": "2"},
+            "WORKERS=2 needs WAITROOM_COMMAND=serve",
+        ),
     ],
 )
 def test_the_entrypoint_refuses_a_missing_upstream_or_mode(

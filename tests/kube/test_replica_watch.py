@@ -25,20 +25,17 @@ from tests.kube.kubeapi import (
     kube_api,
     kubeconfig,
 )
-from waitroom.config import parse_config
-from waitroom.decide import Decider, Outcome
-from waitroom.kube import (
-    ReplicaWatcher,
-    WatchState,
-    count_ready,
-    in_cluster,
-    pod_namespace,
-    start_replica_watch,
-)
-from waitroom.limits import LimitOutcome, RateLimiter, RequestFacts
-from waitroom.sessions import SessionCodec, keys_from_secret
-from waitroom.store import StoreError
-from waitroom.store.base import RateCheck, RateResult
+from tests.support import visit
+from waitroom.config.schema import parse_config
+from waitroom.kube import in_cluster, pod_namespace, start_replica_watch
+from waitroom.kube.slices import count_ready
+from waitroom.kube.watch import ReplicaWatcher, WatchState
+from waitroom.ratelimit.decision import LimitOutcome
+from waitroom.ratelimit.limiter import RateLimiter
+from waitroom.rooms.decider import Decider, Outcome
+from waitroom.rooms.sessions import SessionCodec, keys_from_secret
+from waitroom.store.base import RateCheck, RateResult, StoreError
+from waitroom.web.request import RequestFacts
 
 WAIT = 10.0
 """Bound on every wait for the watcher (it reacts in milliseconds; this is only a ceiling)."""
@@ -329,7 +326,7 @@ async def test_local_policy_divides_room_limits_by_the_live_count() -> None:
     decider = Decider(config, DownStore(), codec, time.time, lambda: live[0])  # type: ignore[arg-type]
 
     async def admitted(visitors: int) -> int:
-        decisions = [await decider.decide("h", "/", lambda _name: []) for _ in range(visitors)]
+        decisions = [await visit(decider) for _ in range(visitors)]
         assert all(d.degraded is not None for d in decisions)
         return sum(d.outcome is Outcome.ADMITTED for d in decisions)
 
@@ -350,9 +347,9 @@ async def test_local_policy_divides_rate_limits_by_the_live_count() -> None:
     live: list[int | None] = [4]
     limiter = RateLimiter(config, DownStore(), None, time.time, lambda: live[0])  # type: ignore[arg-type]
     facts = RequestFacts("h", "/", "GET", "127.0.0.1", lambda _name: None)
-    outcomes = [(await limiter.decide(facts)).outcome for _ in range(3)]
+    outcomes = [(await limiter.decide(facts, limiter.matching(facts))).outcome for _ in range(3)]
     assert outcomes == [LimitOutcome.ALLOWED, LimitOutcome.ALLOWED, LimitOutcome.LIMITED]  # 8 // 4
     live[0] = 0  # an empty count is not trusted: store.replicas (2) → 4 per second
     fresh = RateLimiter(config, DownStore(), None, time.time, lambda: live[0])  # type: ignore[arg-type]
-    outcomes = [(await fresh.decide(facts)).outcome for _ in range(5)]
+    outcomes = [(await fresh.decide(facts, fresh.matching(facts))).outcome for _ in range(5)]
     assert outcomes.count(LimitOutcome.ALLOWED) == 4

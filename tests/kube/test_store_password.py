@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.support import RedisServer
-from waitroom.config import StoreConfig
-from waitroom.store import StoreError, open_store
-from waitroom.store.base import RoomPolicy
+from waitroom.config.store import StoreConfig
+from waitroom.store import open_store
+from waitroom.store.base import RoomPolicy, StoreError
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,9 @@ live reload, decision logs and the SIGTERM drain — all against real mitmdump p
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -19,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import SECRET, StartProxy
 from tests.support import REPO, Mitmdump, RedisServer, Upstream, free_port, wait_for
+from waitroom import __version__
 
 pytestmark = pytest.mark.e2e
 
@@ -68,10 +71,11 @@ def start(
     store: str = "memory://",
     extra: str = "",
     env: dict[str, str] | None = None,
+    args: list[str] | None = None,
 ) -> Proxy:
     port = free_port()
     environment = {"WAITROOM_SECRET": SECRET, "WAITROOM_ADMIN_TOKEN": TOKEN, **(env or {})}
-    mitmdump = start_proxy(config_text(port, store, extra), upstream.url, env=environment)
+    mitmdump = start_proxy(config_text(port, store, extra), upstream.url, env=environment, extra=args)
     return Proxy(mitmdump, port)
 
 
@@ -131,9 +135,15 @@ def test_health_and_readiness(start_proxy: StartProxy, upstream: Upstream, redis
     assert proxy.api("GET", "/healthz", token=None).text == "ok\n"
     ready = proxy.api("GET", "/readyz", token=None)
     assert ready.status_code == 200
-    assert ready.json() | {"config": None} == {
+    config = proxy.mitmdump.config_path
+    assert config is not None
+    changing = {"config": None, "config_loaded_at": None}
+    assert ready.json() | changing == {
         "ready": True,
-        "config": None,
+        "version": __version__,
+        **changing,
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),  # as `sha256sum` prints it
+        "config_reload": {"state": "ok"},
         "store": "ok",
         "draining": False,
         "store_url": "redis://",
@@ -237,6 +247,7 @@ def test_without_a_token_the_admin_api_is_off(start_proxy: StartProxy, upstream:
 
 def run_cli(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
     env = {"WAITROOM_ADMIN_TOKEN": token, "PATH": str(Path(sys.executable).parent)}
+    env.update({k: v for k, v in os.environ.items() if k == "PYTHONPATH"})  # the code under test
     return subprocess.run(
         [str(Path(sys.executable).with_name("waitroom")), *args],
         capture_output=True,
@@ -277,7 +288,7 @@ def test_the_cli(start_proxy: StartProxy, upstream: Upstream, tmp_path: Path) ->
     assert queued.stdout.splitlines()[1].split()[:3] == ["shop", "/shop", "queue-all"]
     assert proxy.get("/shop").status_code == 503
     changed = run_cli("--url", proxy.admin, "room", "shop", "set", "new_sessions=7", "block_for=10s")
-    assert "7/1m (config 2)" in changed.stdout
+    assert "7/1m (config 2/1m)" in changed.stdout
     assert run_cli("--url", proxy.admin, "rule", "api", "set", "limit=9").stdout.count("9/1m (config 3)") == 1
 
     refused = run_cli("--url", proxy.admin, "room", "nope", "open")
@@ -321,6 +332,9 @@ def test_live_reload_keeps_sessions_and_refuses_a_bad_file(
         )
     )
     wait_for(lambda: "waitroom: reloaded" in proxy.mitmdump.log_text(), 10, "the reload")
+    # What changed: its own log line, written after the "reloaded" one (a read between the two
+    # missed it on a busy machine).
+    wait_for(lambda: "waitroom:   rooms[blog]: added" in proxy.mitmdump.log_text(), 10, "what changed")
     assert [proxy.get("/blog").status_code for _ in range(2)] == [200, 503]
     assert proxy.get("/shop", cookies=visitor.cookies).status_code == 200  # sessions survive
     assert proxy.get("/shop").status_code == 503  # and so does the block (the store's state)
@@ -333,20 +347,38 @@ def test_live_reload_keeps_sessions_and_refuses_a_bad_file(
     assert len(refusal) == 1
     assert "rooms[0].new_sessions" in refusal[0]
     assert proxy.get("/blog").status_code == 503  # the old config: blog still has its room
-    assert proxy.api("GET", "/readyz", token=None).status_code == 200
+    ready = proxy.api("GET", "/readyz", token=None)
+    assert ready.status_code == 200  # still serving, by the older config: ready, and says so
+    reload = ready.json()["config_reload"]
+    assert (reload["state"], reload["file_sha256"]) == (
+        "refused",
+        hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
+    assert "rooms[0].new_sessions" in reload["error"]
+    status = run_cli("--url", proxy.admin, "status").stdout.splitlines()
+    assert status[0].startswith("RELOAD REFUSED since ")
+    assert "rooms[0].new_sessions" in status[0]
     found = samples(proxy)
     assert value(found, "waitroom_config_reloads_total", result="ok") == 1
     assert value(found, "waitroom_config_reloads_total", result="error") == 1
+    assert value(found, "waitroom_config_reload_refused") == 1
+    path.write_text(good)  # back to the bytes in force: nothing refused any more
+    wait_for(
+        lambda: proxy.api("GET", "/readyz", token=None).json()["config_reload"] == {"state": "ok"},
+        10,
+        "the refusal to clear",
+    )
 
 
 def test_decision_logs_are_json_and_hold_no_secrets(start_proxy: StartProxy, upstream: Upstream) -> None:
-    proxy = start(start_proxy, upstream, extra="decision_log: {format: json, sample: 1.0}")
+    # -q silences mitmproxy's log, never the decision lines (they are the output asked for)
+    proxy = start(start_proxy, upstream, extra="decision_log: {format: json, sample: 1.0}", args=["-q"])
     first = proxy.get("/shop?token=secret-in-query")
     proxy.get("/shop", cookies=first.cookies)
     proxy.get("/api/x", headers={"X-Key": "api-key-secret", "Authorization": "Bearer tok-secret"})
     wait_for(lambda: proxy.mitmdump.log_text().count('"event":"waitroom_decision"') >= 3, 10, "decision logs")
     lines = [line for line in proxy.mitmdump.log_text().splitlines() if '"event":"waitroom_decision"' in line]
-    entries = [json.loads(line[line.index("{") :]) for line in lines]
+    entries = [json.loads(line) for line in lines]  # each line one JSON object, nothing else
     assert [(e.get("room"), e.get("outcome"), e.get("rule"), e["status"]) for e in entries] == [
         ("shop", "admitted", None, 200),
         ("shop", "session", None, 200),

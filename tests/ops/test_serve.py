@@ -5,15 +5,22 @@ The rest of the end-to-end suite runs against it as well as mitmdump (tests/conf
 
 from __future__ import annotations
 
+import resource
+import select
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from mitmproxy import optmanager
 
 from tests.conftest import SECRET
-from tests.support import REPO, WAITROOM, Mitmdump, Upstream, running
+from tests.support import MITMDUMP, REPO, WAITROOM, Mitmdump, Upstream, free_port, running, wait_for
+from waitroom import serve as serve_module
+from waitroom import version_line
 
 pytestmark = pytest.mark.e2e
 
@@ -22,12 +29,13 @@ CONFIG = (
 )
 
 
-def serve(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def serve(*args: str, tmp_path: Path, mode: bool = False) -> subprocess.CompletedProcess[str]:
     """Run `waitroom serve ARGS` to its end (each case here stops before serving)."""
     return subprocess.run(
         [
             WAITROOM,
             "serve",
+            *(["--mode", "reverse:http://127.0.0.1:9"] if mode else []),
             "--listen-host",
             "127.0.0.1",
             "--listen-port",
@@ -85,9 +93,25 @@ def test_a_config_that_does_not_validate_names_the_field(tmp_path: Path) -> None
     assert "rooms[0].window: invalid duration 'soon'" in out[0]
 
 
+def test_without_a_mode_it_refuses_to_start(tmp_path: Path) -> None:
+    """Without --mode reverse:URL the proxy would answer every visitor with the wait page, forever."""
+    result = serve(tmp_path=tmp_path)
+    assert result.returncode == 1, result
+    (line,) = lines(result)
+    assert "waitroom serve: --mode reverse:URL is required" in line
+
+
+def test_version_names_waitroom_then_mitmproxy(tmp_path: Path) -> None:
+    result = serve("--version", tmp_path=tmp_path)
+    assert result.returncode == 0, result
+    first, second = result.stdout.splitlines()[:2]
+    assert first == version_line()
+    assert second.startswith("Mitmproxy: ")
+
+
 def test_help_lists_what_it_accepts(tmp_path: Path) -> None:
     result = serve("--help", tmp_path=tmp_path)
-    assert result.returncode == 1, result  # as `mitmdump --help`: mitmproxy's run exits 1 after argparse
+    assert result.returncode == 0, result  # mitmproxy's run would make it 1 (see serve._HelpShown)
     for flag in (
         "--mode",
         "--listen-host",
@@ -106,6 +130,9 @@ def test_options_are_the_lean_masters_and_the_wait_rooms(tmp_path: Path) -> None
     block, the dumper's); none of the addons serve leaves out, whose options mitmdump has."""
     result = serve("--options", tmp_path=tmp_path)
     assert result.returncode == 0, result
+    assert "\nconnection_strategy: lazy\n" in result.stdout  # the default under serve, as --options says
+    assert serve_module.ServeMaster.__init__  # pins the private attribute it sets: mitmproxy < 13
+    assert "_default" in optmanager._Option.__slots__
     names = {line.split(":")[0] for line in result.stdout.splitlines() if line and not line[0].isspace()}
     names.discard("#")
     for name in ("waitroom_config", "waitroom_header_timeout", "block_global", "keep_host_header"):
@@ -176,3 +203,71 @@ def test_sigterm_drains_to_status_0(tmp_path: Path, quiet: bool) -> None:
     else:
         assert "GET http://" in log, log
         assert "waitroom: drained; exiting" in log, log
+
+
+BOUNDS_LINE = "waitroom: client connections: at most 64 open, request headers within 30s and 65536 bytes"
+"""What either entry point starts with under `ulimit -n 256`: the defaults the wait room declares
+(waitroom_max_connections 0 = half the open-file limit less a reserve, the header timeout and size)."""
+
+
+def _low_file_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+def _start(command: list[str], tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    log = open(tmp_path / f"{port}.log", "wb")  # noqa: SIM115 - the process holds it
+    return subprocess.Popen(
+        [
+            *command,
+            "--mode",
+            "reverse:http://127.0.0.1:9",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(port),
+            "--set",
+            f"confdir={tmp_path}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        preexec_fn=_low_file_limit,
+    )
+
+
+def test_serve_applies_every_default_the_wait_room_declares(tmp_path: Path) -> None:
+    """Issue 27's N1: mitmproxy calls an addon added in code only for the options that were set,
+    so under `waitroom serve` the connection limit was never applied (thousands of "Too many open
+    files" tracebacks under a connection flood). With no options at all, serve now starts with the
+    same bounds as mitmdump, and holds them."""
+    ports = {"serve": free_port(), "mitmdump": free_port()}
+    procs = {
+        "serve": _start([WAITROOM, "serve"], tmp_path, ports["serve"]),
+        "mitmdump": _start([MITMDUMP, "-s", "addons/waitroom.py"], tmp_path, ports["mitmdump"]),
+    }
+    try:
+        for name, port in ports.items():
+            wait_for(
+                lambda p=port: BOUNDS_LINE in (tmp_path / f"{p}.log").read_text(), 30, f"{name}'s bounds"
+            )
+        port = ports["serve"]
+        # The connection limit: 64 held open, the next ones closed at once.
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(70)]
+        try:
+            closed: set[socket.socket] = set()
+            deadline = time.monotonic() + 10
+            while len(closed) < 70 - 64 and time.monotonic() < deadline:
+                open_ = [s for s in held if s not in closed]
+                readable, _, _ = select.select(open_, [], [], max(0.0, deadline - time.monotonic()))
+                closed.update(s for s in readable if s.recv(1) == b"")
+            assert len(closed) == 70 - 64  # the others wait for their headers (30 s)
+        finally:
+            for s in held:
+                s.close()
+        # The header size: a header section over 65536 bytes is answered 431.
+        big = httpx.get(f"http://127.0.0.1:{port}/", headers={"X-Big": "a" * 70_000}, timeout=10)
+        assert big.status_code == 431
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(timeout=20)

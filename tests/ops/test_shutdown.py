@@ -121,6 +121,7 @@ def keep_alive(port: int, tally: Tally, stop: threading.Event) -> None:
         sock.close()
 
 
+@pytest.mark.exact
 def test_sigterm_under_load_answers_every_accepted_request(
     start_proxy: StartProxy, upstream: Upstream
 ) -> None:

@@ -27,7 +27,7 @@ def _check(key: str, limit: int = 2) -> RateCheck:
     return RateCheck("api", key, "sliding_window", limit, 60.0, None, False)
 
 
-async def test_store_keys_are_capped_and_overflow_is_never_a_free_pass() -> None:
+async def test_store_keys_are_capped_and_a_flood_frees_nobody() -> None:
     now = [1_000.0]
     store = MemoryStore(lambda: now[0])
     # A client at its limit before the flood.
@@ -39,21 +39,23 @@ async def test_store_keys_are_capped_and_overflow_is_never_a_free_pass() -> None
     ]
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    for i in range(200_000):  # a fresh API key per request
+    for i in range(120_000):  # a fresh API key per request, past the table's size
         await store.hit([_check(f"k{i}")])
     held = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    assert len(store._rates) <= MAX_KEYS + 1  # the cap, plus the rule's one overflow key
-    assert held < 80 * 1024 * 1024, held  # ~400 bytes a key at the cap; unbounded it was ~1.2 KB x 200k
-    assert store.overflowed == 200_000 - (MAX_KEYS - 1)
-    # The flood evicted nobody: the victim is still at its limit.
+    assert len(store.rates) <= MAX_KEYS
+    assert held < 80 * 1024 * 1024, held  # ~400 bytes a key at the cap; unbounded it was ~1.2 KB a key
+    # Each new key evicted the least recently used one with quota left; nobody shared a count.
+    assert store.rates.overflowed == 0
+    assert store.rates.evicted == 120_000 - (MAX_KEYS - 1)
+    # The flood freed nobody: the victim, at its limit, was never evicted.
     assert not (await store.hit([_check("victim")]))[0].allowed
-    # Keys past the cap share one count: together they got what one key gets, then nothing.
-    assert not (await store.hit([_check("one-more")]))[0].allowed
-    # Once the window has passed, idle keys are swept and new keys get their own state again.
+    # A stranger gets a quota of its own.
+    assert (await store.hit([_check("one-more")]))[0].allowed
+    # Once the window has passed, idle keys are swept.
     now[0] += 180
     assert (await store.hit([_check("fresh")]))[0].allowed
-    assert len(store._rates) < 10
+    assert len(store.rates) < 10
 
 
 async def test_overflow_sweeps_at_most_once_a_second() -> None:

@@ -12,11 +12,11 @@ import pytest
 from tests.conftest import SECRET, StartProxy
 from tests.security.servers import get
 from tests.support import Upstream, wait_for
-from waitroom.cli import Refused as CliRefused
-from waitroom.cli import _settings
-from waitroom.config import ConfigError, load_config
-from waitroom.durations import parse_duration
-from waitroom.overrides import check_room_value
+from waitroom.cli import CommandError, _settings
+from waitroom.config.durations import parse_duration
+from waitroom.config.fields import ConfigError
+from waitroom.config.overrides import check_room_value
+from waitroom.config.schema import load_config
 
 
 def _load(tmp_path: Path, text: str) -> str:
@@ -138,11 +138,12 @@ def test_admin_values_are_checked() -> None:
 
 
 def test_cli_numbers_are_checked() -> None:
-    assert _settings(["new_sessions=5"], ("new_sessions",)) == {"new_sessions": 5}
-    assert _settings(["new_sessions=²"], ("new_sessions",)) == {"new_sessions": "²"}  # the API refuses it
-    assert _settings(["new_sessions=" + "9" * 5000], ("new_sessions",))["new_sessions"] == "9" * 5000
-    with pytest.raises(CliRefused):
-        _settings(["nope=1"], ("new_sessions",))
+    assert _settings(["new_sessions=5"]) == {"new_sessions": 5}
+    assert _settings(["new_sessions=²"]) == {"new_sessions": "²"}  # the API refuses it
+    assert _settings(["new_sessions=" + "9" * 5000])["new_sessions"] == "9" * 5000
+    assert _settings(["nope=1"]) == {"nope": 1}  # the API judges names too (400 with a did-you-mean)
+    with pytest.raises(CommandError):
+        _settings(["nope"])
 
 
 ADMIN = """

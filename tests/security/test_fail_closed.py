@@ -127,7 +127,7 @@ async def test_a_bug_is_answered_closed(
     assert loaded is not None
     monkeypatch.setattr(loaded.limiter, "decide", _raise)
     monkeypatch.setattr(loaded.decider, "decide", _raise)
-    errors = METRICS.decision_errors._value.get()
+    errors = METRICS.proxy.decision_errors._value.get()
     caplog.set_level(logging.INFO)
     answers: dict[str, list[int]] = {"/api/x": [], "/shop": [], "/elsewhere": []}
     for _ in range(20):
@@ -139,7 +139,7 @@ async def test_a_bug_is_answered_closed(
     assert set(answers["/api/x"]) == {429}  # the rule's refusal
     assert set(answers["/shop"]) == {503}  # the room's wait answer
     assert set(answers["/elsewhere"]) == {503}  # the limiter's bug: no rule or room known, so 503
-    assert METRICS.decision_errors._value.get() - errors == 60
+    assert METRICS.proxy.decision_errors._value.get() - errors == 60
     lines = [r for r in caplog.records if "decision failed" in r.getMessage()]
     assert len(lines) == 1  # one line per interval, not one per request
     assert "Bug" in lines[0].getMessage()

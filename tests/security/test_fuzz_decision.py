@@ -1,6 +1,6 @@
 """A fuzz test of the decision path (hypothesis): random bytes in header values, cookies, bearer
-tokens, the target and Host, through the real addon. Whatever comes in is decided by the real
-logic: never an exception, never the fail-closed path (which would mean a bug), never a forward
+tokens, proofs of work, the target and Host, through the real addon. Whatever comes in is decided by
+the real logic: never an exception, never the fail-closed path (which would mean a bug), never a forward
 that was not decided, and what is forwarded is the canonical target."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons, tflow
 
 from tests.conftest import SECRET
-from waitroom.addon import WaitRoom
+from waitroom.addon import WaitRoom, flowmeta
 from waitroom.metrics import METRICS
-from waitroom.target import judge_target
+from waitroom.web.target import judge_target
 
 JWT_SECRET = "jwt-secret-0123456789abcdef0123456789"
 CONFIG = """
@@ -27,6 +27,7 @@ bypass: [/healthz]
 rooms:
   - {name: shop, match: {path_prefix: /shop}, new_sessions: 3, window: 60s, block_for: 60s}
   - {name: vip, match: {host: vip.example, path_prefix: /}, new_sessions: 1, window: 60s}
+  - {name: pow, match: {path_prefix: /pow}, queue: fifo, new_sessions: 2, proof_of_work: {difficulty: 4}}
 rate_limits:
   - {name: api, match: {path_prefix: /api}, key: "header:X-Api-Key", fallback: ip, limit: 5, per: 60s}
   - {name: tenant, match: {path_prefix: /}, key: "jwt:company_id", limit: 1000, per: 1s, shadow: true}
@@ -67,7 +68,7 @@ def addon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaitRoom]:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    path=st.one_of(paths, st.sampled_from([b"/shop", b"/api/x", b"/shop/cart", b"/healthz"])),
+    path=st.one_of(paths, st.sampled_from([b"/shop", b"/api/x", b"/shop/cart", b"/healthz", b"/pow/x"])),
     host=st.one_of(
         st.sampled_from([[b"shop.example"], [b"vip.example"], [b"VIP.example.:80"], [b"other"]]),
         st.lists(header_bytes, max_size=2),
@@ -79,6 +80,7 @@ def addon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WaitRoom]:
     accept=header_bytes,
     method=st.sampled_from([b"GET", b"POST", b"OPTIONS", b"PUT", b"\xff"]),
     poll=st.booleans(),
+    proof=st.one_of(header_bytes, st.tuples(header_bytes, header_bytes).map(lambda t: b"w1.pow.%s;%s" % t)),
 )
 def test_every_input_is_decided(
     addon: WaitRoom,
@@ -91,6 +93,7 @@ def test_every_input_is_decided(
     accept: bytes,
     method: bytes,
     poll: bool,
+    proof: bytes,
 ) -> None:
     flow = tflow.tflow()
     req = flow.request
@@ -102,14 +105,15 @@ def test_every_input_is_decided(
         (b"Cookie", b"waitroom_shop=" + cookie + b"; " + cookie),
         (b"X-Forwarded-For", xff),
         (b"Accept", accept),
+        (b"Waitroom-Proof", proof),
     ]
     if poll:
         fields.append((b"Waitroom-Poll", b"1"))
     req.headers = http.Headers(fields)
-    errors = METRICS.decision_errors._value.get()
+    errors = METRICS.proxy.decision_errors._value.get()
     asyncio.run(addon.requestheaders(flow))  # raises: the test fails
-    assert METRICS.decision_errors._value.get() == errors, "the fail-closed path ran: a bug"
-    assert flow.metadata.get("waitroom.decided")
+    assert METRICS.proxy.decision_errors._value.get() == errors, "the fail-closed path ran: a bug"
+    assert flowmeta.state(flow).decided
     if flow.response is None:  # forwarded: in canonical form
         assert judge_target(req.path).forwarded == req.path
         assert not req.authority

@@ -9,8 +9,7 @@ import pytest
 from tests.conftest import SECRET, StartProxy
 from tests.security.servers import Nginx, WerkzeugApp, get
 from tests.support import Upstream
-from waitroom.routing import covers
-from waitroom.target import Refused, judge_target
+from waitroom.web.target import Refused, covers, judge_target
 
 ROOM = """
 rooms:

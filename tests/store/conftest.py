@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.support import RedisServer
-from waitroom.store import MemoryStore, Store
-from waitroom.store.redis import RedisStore, client_from_url
+from waitroom.store.base import Store
+from waitroom.store.memory import MemoryStore
+from waitroom.store.redis import RedisStore
+from waitroom.store.redis_client import client_from_url
 
 
 class Clock:

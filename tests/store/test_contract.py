@@ -12,14 +12,16 @@ from typing import Any
 import pytest
 
 from tests.store.conftest import Clock
-from tests.support import RedisCluster, RedisSentinel, RedisServer, free_port, wait_for
-from waitroom.config import parse_config
-from waitroom.decide import Decider, Outcome
-from waitroom.sessions import SessionCodec, keys_from_secret
-from waitroom.store import MemoryStore, RoomPolicy, Store, StoreError, open_store
-from waitroom.store.base import RateCheck, RoomState
+from tests.support import RedisCluster, RedisSentinel, RedisServer, free_port, visit, wait_for
+from waitroom.config.schema import parse_config
+from waitroom.rooms.decider import Decider, Outcome
+from waitroom.rooms.sessions import SessionCodec, keys_from_secret
+from waitroom.store import open_store
+from waitroom.store.base import QueuePolicy, RateCheck, RoomPolicy, RoomState, Store, StoreError
 from waitroom.store.guard import BreakerState, CircuitBreaker, GuardedStore
-from waitroom.store.redis import RedisStore, _hosts, client_from_url
+from waitroom.store.memory import MemoryStore
+from waitroom.store.redis import RedisStore
+from waitroom.store.redis_client import client_from_url, parse_hosts
 
 pytestmark = pytest.mark.e2e
 
@@ -70,6 +72,31 @@ async def test_contract_rate_limits(store_and_clock: tuple[Store, Clock]) -> Non
     assert results[0].remaining == 2
 
 
+@pytest.mark.parametrize("algorithm", ["gcra", "sliding_window", "sliding_log"])
+async def test_contract_delay_reserves_slots_in_order(
+    store_and_clock: tuple[Store, Clock], algorithm: str
+) -> None:
+    # 5 per second, held up to 2s, 12 at one instant: the held ones each get a later slot (charged
+    # now, so the next is held longer); those that cannot fit are refused, with their turn's time.
+    store, clock = store_and_clock
+    clock.now = 1_000.0  # a window's start
+    check = RateCheck("d", "k", algorithm, 5, 1.0, max_delay=2.0)
+    results = [(await store.hit([check]))[0] for _ in range(12)]
+    delays = [round(r.delay, 6) for r in results if r.allowed]
+    expected = {
+        "gcra": [0.0] * 5 + [0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4],
+        "sliding_window": [0.0] * 5 + [1.2, 1.4, 1.6, 1.8, 2.0],
+        "sliding_log": [0.0] * 5 + [1.0] * 5 + [2.0] * 2,
+    }[algorithm]
+    assert delays == expected
+    refused = [r for r in results if not r.allowed]
+    assert all(2.0 < r.reset_after <= 3.0 for r in refused)
+    # The reservations hold: at the first held one's wake, the next newcomer queues behind them all.
+    clock.now += expected[5]
+    later = (await store.hit([check]))[0]
+    assert not later.allowed or later.delay >= expected[-1] - expected[5]
+
+
 async def test_differential_random_sequences(shared_redis: RedisServer) -> None:
     algorithms = ["sliding_window", "sliding_log", "gcra"]
     for seed in range(25):
@@ -88,7 +115,14 @@ async def test_differential_random_sequences(shared_redis: RedisServer) -> None:
                 rnd.choice([None, 2]),
                 rnd.random() < 0.2,
             ),
-            RateCheck("u", "k", rnd.choice(algorithms), rnd.randint(1, 4), rnd.choice([0.7, 1.0])),
+            RateCheck(
+                "u",
+                "k",
+                rnd.choice(algorithms),
+                rnd.randint(1, 4),
+                rnd.choice([0.7, 1.0]),
+                max_delay=rnd.choice([0.0, 0.5, 2.0]),  # `delay` rules reserve slots
+            ),
         ]
         for step in range(120):
             clock.now += rnd.choice([0.0, 0.001, 0.05, 0.1, 0.2, 0.7, 1.3])
@@ -100,8 +134,8 @@ async def test_differential_random_sequences(shared_redis: RedisServer) -> None:
                 round(b.blocked_for, 6),
             ), (seed, step)
             ha, hb = await memory.hit(checks), await redis_store.hit(checks)
-            assert [(r.allowed, r.remaining, round(r.reset_after, 6)) for r in ha] == [
-                (r.allowed, r.remaining, round(r.reset_after, 6)) for r in hb
+            assert [(r.allowed, r.remaining, round(r.reset_after, 6), round(r.delay, 6)) for r in ha] == [
+                (r.allowed, r.remaining, round(r.reset_after, 6), round(r.delay, 6)) for r in hb
             ], (seed, step)
         await redis_store.close()
 
@@ -218,7 +252,7 @@ async def test_failure_policy(tmp_path: Path, policy: str, expected: list[bool])
     )
     codec = SessionCodec(keys_from_secret("policy-test-secret-0123"), 600)
     decider = Decider(config, open_store(config.store), codec, time.time)
-    decisions = [await decider.decide("h", "/", lambda _name: []) for _ in range(4)]
+    decisions = [await visit(decider) for _ in range(4)]
     assert [d.outcome is Outcome.ADMITTED for d in decisions] == expected
     assert all(d.degraded is not None and d.degraded.value == policy for d in decisions)
     await decider.store.close()
@@ -230,7 +264,7 @@ async def test_cluster(tmp_path: Path) -> None:
         store = RedisStore(client_from_url(cluster.url, 2.0), key_prefix="c")
         room = RoomPolicy("shop", 2, 60, 10)
         assert [(await store.admit(room, f"s{i}")).admitted for i in range(3)] == [True, True, False]
-        slots = {cluster.nodes[0].client().cluster("KEYSLOT", k) for k in store.room_keys("shop")}
+        slots = {cluster.nodes[0].client().cluster("KEYSLOT", k) for k in store.rooms.room_keys("shop")}
         assert len(slots) == 1
         checks = [
             RateCheck("total", "*", "sliding_log", 5, 1.0),
@@ -238,14 +272,25 @@ async def test_cluster(tmp_path: Path) -> None:
         ]
         assert [r.allowed for r in await store.hit(checks)] == [True, True]
         assert [r.allowed for r in await store.hit(checks)][1] is False
+        # The cap's departures record shares the room's slot; the epoch shares the overrides'.
+        line = QueuePolicy("line", 2, 60, 60, 60, max_active=1, ttl=30)
+        assert (await store.queue(line, "q1")).admitted
+        assert (await store.queue(line, "q2")).inside.active == 1
+        assert await store.release("line", "q1", 30)
+        assert (await store.queue_state(line)).inside.departed == 1
+        assert (await store.overrides_and_epoch("mark"))[1] == "mark"
         await store.close()
     finally:
         cluster.stop()
 
 
 def test_url_forms() -> None:
-    assert _hosts("u:p%40ss@h1:1,[::1]:2,h3", 6379) == ("u", "p@ss", [("h1", 1), ("::1", 2), ("h3", 6379)])
-    assert _hosts(":pw@h", 26379) == (None, "pw", [("h", 26379)])
+    assert parse_hosts("u:p%40ss@h1:1,[::1]:2,h3", 6379) == (
+        "u",
+        "p@ss",
+        [("h1", 1), ("::1", 2), ("h3", 6379)],
+    )
+    assert parse_hosts(":pw@h", 26379) == (None, "pw", [("h", 26379)])
     with pytest.raises(ValueError, match="name the service"):
         client_from_url("redis+sentinel://h:26379", 0.05)
     make: Callable[[str], Any] = lambda url: client_from_url(url, 0.05)  # noqa: E731
@@ -395,3 +440,20 @@ async def test_rediss_url_verifies_the_server(tmp_path: Path) -> None:
         await unverified.close()
     finally:
         server.stop()
+
+
+async def test_contract_the_epoch_comes_with_the_overrides(store_and_clock: tuple[Store, Clock]) -> None:
+    """The first replica's mark becomes the store's epoch and stays it; only a store that lost its
+    data (a Redis that came back empty) takes another, which is how a replica tells."""
+    store, _clock = store_and_clock
+    await store.set_overrides({"room:ops:mode": "queue-all"})
+    values, first = await store.overrides_and_epoch("replica-a")
+    assert values == {"room:ops:mode": "queue-all"}
+    assert (await store.overrides_and_epoch("replica-b"))[1] == first  # kept, whoever asks
+    if isinstance(store, RedisStore):
+        assert first == "replica-a"
+        await store._client.delete(store.overrides_key, store.epoch_key)  # the data is lost
+        assert await store.overrides_and_epoch("replica-b") == ({}, "replica-b")
+        assert (await store.overrides_and_epoch("replica-a"))[1] == "replica-b"
+    else:  # the embedded store never loses its data
+        assert isinstance(store, MemoryStore)

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from waitroom.store import Overloaded, RoomPolicy, StoreError
-from waitroom.store.base import Admission
+from waitroom.store.base import Admission, Overloaded, RoomPolicy, StoreError
 from waitroom.store.guard import BreakerState, CircuitBreaker, Deadline, GuardedStore
 
 ROOM = RoomPolicy("r", 10, 60, 10)
@@ -27,7 +26,7 @@ class FakeStore:
         self.ping_delay = ping_delay
         self.asked = 0
 
-    async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
+    async def admit(self, room: RoomPolicy, session_id: str, client: str = "") -> Admission:
         self.asked += 1
         if self.delay is None:
             await asyncio.Event().wait()
@@ -133,3 +132,24 @@ async def test_the_breaker_is_closed_by_a_probe_also_when_the_store_is_slower_th
     assert store.breaker.state is BreakerState.CLOSED
     inner.delay = 0.0
     assert (await store.admit(ROOM, "d")).admitted
+
+
+def test_an_open_circuit_probes_within_a_third_of_a_lines_grace() -> None:
+    """A line's calls probe the store well inside the grace (store/guard.py, LINE_PROBES), however
+    long the cool-down: a replica that stayed deaf for the cool-down, after the others were back,
+    let a called visitor's grace run out while it was polling."""
+    now = [0.0]
+    breaker = CircuitBreaker(1, 5.0, clock=lambda: now[0])
+    breaker.failed()
+    now[0] = 0.9
+    assert not breaker.probe_due(3.0 / 3)  # a line with a 3 s grace: a probe each second
+    assert not breaker.probe_due()  # other calls keep the cool-down
+    now[0] = 1.0
+    assert breaker.probe_due(3.0 / 3)
+    assert breaker.state is BreakerState.HALF_OPEN
+    breaker.failed()  # the probe failed: open again, for the cool-down or the line's third
+    now[0] = 1.5
+    assert not breaker.probe_due(3.0 / 3)
+    assert not breaker.probe_due()
+    now[0] = 6.0
+    assert breaker.probe_due()  # a room with no line waits for the cool-down

@@ -1,14 +1,14 @@
-"""store.redis.redis_errors: the one translation of a Redis failure into a StoreError."""
+"""store.redis_client.redis_errors: the one translation of a Redis failure into a StoreError."""
 
 from __future__ import annotations
 
 import pytest
 from redis.exceptions import ResponseError
 
-from waitroom.store import StoreError
+from waitroom.store.base import StoreError
 from waitroom.store.guard import _maybe_done
 from waitroom.store.pipelined import ConnectionLost
-from waitroom.store.redis import redis_errors
+from waitroom.store.redis_client import redis_errors
 
 
 @pytest.mark.parametrize("error", [ResponseError("secret-key"), ConnectionRefusedError(111, "refused")])

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import RedisServer
-from waitroom.store import MemoryStore, RoomPolicy, Store
-from waitroom.store.base import RateCheck
+from waitroom.store.base import RateCheck, RoomPolicy, Store
+from waitroom.store.memory import MemoryStore
 from waitroom.store.redis import RedisStore
 
 pytestmark = pytest.mark.e2e

@@ -10,11 +10,11 @@ from pathlib import Path
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from waitroom.admin import application
-from waitroom.adminviews import Operated
-from waitroom.drain import Drain
-from waitroom.operations import _Operated as RuntimeOperated  # what the proxy gives its admin port
-from waitroom.runtime import Runtime
+from waitroom.addon.drain import Drain
+from waitroom.addon.operations import _Operated as RuntimeOperated  # what the proxy gives its admin port
+from waitroom.addon.runtime import Runtime
+from waitroom.ops.admin import application
+from waitroom.ops.views import Operated
 
 TOKEN = "unit-admin-token"
 CONFIG = """

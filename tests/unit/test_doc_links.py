@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from waitroom.config.schema import RoomConfig
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)|<img [^>]*src=\"([^\"]+)\"")
@@ -53,3 +55,17 @@ def test_the_docs_are_linked_from_the_readme() -> None:
     readme = set(links(ROOT / "README.md"))
     missing = [p.name for p in (ROOT / "docs").glob("*.md") if f"docs/{p.name}" not in readme]
     assert not missing, f"README.md's map of the docs lacks {missing}"
+
+
+def test_the_design_contract_names_every_room_key() -> None:
+    """docs/design.md's Contract is what users rely on: every room key is in it, and nothing there
+    is still "planned" (it once called the built fifo queue planned)."""
+    design = (ROOT / "docs" / "design.md").read_text()
+    contract = design.split("## Contract", 1)[1].split("\n## ", 1)[0]
+    missing = [
+        name
+        for name in RoomConfig.model_fields
+        if f"`{name}`" not in contract and f"`rooms[].{name}`" not in contract
+    ]
+    assert not missing, f"docs/design.md's Contract does not name: {missing}"
+    assert not [line for line in contract.splitlines() if line.lstrip("- *").lower().startswith("planned")]

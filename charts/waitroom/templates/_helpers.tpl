@@ -138,6 +138,9 @@ memory://
 {{- if and (gt $min 1) (hasPrefix "memory://" $url) -}}
 {{- fail (printf "waitroom: %d replicas cannot share the embedded store (memory://): each would admit new_sessions on its own. Set redis.enabled=true or redis.external.url, or run one replica." $min) -}}
 {{- end -}}
+{{- if and (ne (toString .Values.proxy.workers) "1") (hasPrefix "memory://" $url) -}}
+{{- fail (printf "waitroom: proxy.workers=%v needs a shared store: the embedded store (memory://) lives in one process. Set redis.enabled=true or redis.external.url, or proxy.workers=1." .Values.proxy.workers) -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled (hasPrefix "memory://" $url) -}}
 {{- fail "waitroom: autoscaling needs a shared store: set redis.enabled=true or redis.external.url" -}}
 {{- end -}}
@@ -163,4 +166,24 @@ memory://
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The waitroom config file rendered from .Values.config, with what the chart fills in (store.url,
+     store.replicas, admin.host/port, client_ip, cluster): the ConfigMap's, and the one the
+     pre-install/pre-upgrade check validates. */}}
+{{- define "waitroom.configYaml" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- $store := merge (dict "url" (include "waitroom.storeURL" .) "replicas" (max 1 (include "waitroom.minReplicas" . | int))) ($config.store | default dict) -}}
+{{- $_ := set $store "url" (include "waitroom.storeURL" .) -}}
+{{- $_ := set $config "store" $store -}}
+{{- $admin := merge (dict "host" "0.0.0.0" "port" (int .Values.proxy.adminPort)) ($config.admin | default dict) -}}
+{{- $_ := set $admin "host" "0.0.0.0" -}}
+{{- $_ := set $admin "port" (int .Values.proxy.adminPort) -}}
+{{- $_ := set $config "admin" $admin -}}
+{{- $clientIP := dict "trusted_proxies" (int .Values.clientIP.trustedProxies) "ipv6_prefix" (int (.Values.clientIP.ipv6Prefix | default 64)) "ipv4_prefix" (int (.Values.clientIP.ipv4Prefix | default 32)) -}}
+{{- if .Values.clientIP.header -}}{{- $_ := set $clientIP "header" .Values.clientIP.header -}}{{- end -}}
+{{- $_ := set $config "client_ip" $clientIP -}}
+{{- $_ := set $config "cluster" (dict "discover_replicas" .Values.cluster.discoverReplicas "service" (include "waitroom.fullname" .)) -}}
+{{- if not $config.jwt -}}{{- $_ := unset $config "jwt" -}}{{- end -}}
+{{ toYaml $config }}
 {{- end -}}

@@ -5,15 +5,14 @@ change). A file that does not validate is refused with one line and the running 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
-from waitroom.config import ConfigError
+from waitroom.addon.runtime import Runtime, fingerprint, watch_print
+from waitroom.config.fields import ConfigError
 from waitroom.metrics import METRICS
-from waitroom.runtime import Runtime, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +28,10 @@ class ConfigLoader:
         self._start_error = ""
         self._host_header_replaced: bool | None = None
         """What the config in force was checked against (rooms matching a host need the Host kept)."""
+        self._replay: bool | None = None
+        """Whether the store in force was built for replay (waitroom_replay)."""
+        self._refused: str | None = None
+        """watch_print of the files last refused: refused once, not every second."""
 
     def load(self, loader: object) -> None:
         loader.add_option(  # type: ignore[attr-defined]
@@ -44,15 +47,18 @@ class ConfigLoader:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "keep_host_header" in updated:
+            self.runtime.keep_host_header = bool(getattr(ctx.options, "keep_host_header", False))
         if not updated & _RELOAD_ON:
             return
         path = Path(ctx.options.waitroom_config or self.runtime.default_config).expanduser()
-        replaced = _host_header_replaced()
-        if self._unchanged(path, replaced) and "waitroom_replay" not in updated:
+        replaced = _host_header_replaced(self.runtime.keep_host_header)
+        if self._unchanged(path, replaced) and self._replay == self.runtime.replay:
             return  # e.g. `waitroom serve` sets --mode after --set: the same file, built already
         try:
             self.runtime.load(path, host_header_replaced=replaced)
             self._host_header_replaced = replaced
+            self._replay = self.runtime.replay
         except ConfigError as e:
             message = f"waitroom: {e}"
             if self.runtime.running:
@@ -95,33 +101,45 @@ class ConfigLoader:
             self.check()
 
     def check(self) -> None:
-        """Reload when the config file's bytes changed since it was loaded."""
+        """Reload when the config file's bytes, or those of a file it names (a template), changed
+        since it was loaded (or last refused)."""
         loaded = self.runtime.loaded
         if loaded is None:
             return
         try:
-            now = fingerprint(loaded.path)
+            now = watch_print(loaded.path, loaded.files)
+            file_sha = fingerprint(loaded.path)
         except OSError:
             return  # a ConfigMap update swaps a symlink: the file may be gone for a moment
-        if now == loaded.fingerprint:
+        if now == loaded.watched:
+            if self.runtime.reload_refused is not None:  # the files are back to those in force
+                self.runtime.reload_refused, self._refused = None, None
+                METRICS.process.config_reload_refused.set(0)
+                log.info("waitroom: %s is back to the config in force", loaded.path)
             return
+        if now == self._refused:
+            return  # the same bad files: refused once, not every second
         try:
-            self.runtime.load(loaded.path, host_header_replaced=_host_header_replaced())
+            self.runtime.load(
+                loaded.path, host_header_replaced=_host_header_replaced(self.runtime.keep_host_header)
+            )
         except ConfigError as e:
-            METRICS.config_reloads.labels("error").inc()
+            METRICS.process.config_reloads.labels("error").inc()
             log.error("waitroom: reload refused, the running config stays: %s", e)
-            # Remember the bad bytes, so the same file is not refused again every second.
-            self.runtime.loaded = dataclasses.replace(loaded, fingerprint=now)
+            self._refused = now
+            self.runtime.refuse(loaded.path, str(e), file_sha)
             return
-        except Exception:
-            METRICS.config_reloads.labels("error").inc()
+        except Exception as e:
+            METRICS.process.config_reloads.labels("error").inc()
             log.exception("waitroom: reload failed, the running config stays")
+            self._refused = now
+            self.runtime.refuse(loaded.path, f"reload failed: {type(e).__name__}: {e}", file_sha)
             return
-        METRICS.config_reloads.labels("ok").inc()
-        log.info("waitroom: reloaded %s", loaded.path)
+        self._refused = None
+        METRICS.process.config_reloads.labels("ok").inc()
 
 
-def _host_header_replaced() -> bool:
+def _host_header_replaced(keep_host_header: bool) -> bool:
     """Reverse mode without keep_host_header: mitmproxy puts the upstream's name in Host."""
     reverse = any(str(mode).startswith("reverse:") for mode in ctx.options.mode)
-    return reverse and not getattr(ctx.options, "keep_host_header", False)
+    return reverse and not keep_host_header

@@ -4,14 +4,16 @@ of open connections, and the size of a header section (which the gate checks; se
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 from dataclasses import dataclass
 
 from mitmproxy import connection, ctx, exceptions, http
 
+from waitroom.addon import flowmeta
 from waitroom.metrics import METRICS
 
-_OPEN_KEY = "waitroom.open"
+log = logging.getLogger(__name__)
 
 
 def auto_max_connections() -> int:
@@ -94,10 +96,19 @@ class ConnectionBounds:
         if "waitroom_max_header_bytes" in updated:
             self.max_header_bytes = bounded("waitroom_max_header_bytes", 1024, 1_048_576)
 
+    def running(self) -> None:
+        """The bounds in force, once at the start: the same under `waitroom serve` and mitmdump."""
+        log.info(
+            "waitroom: client connections: at most %d open, request headers within %gs and %d bytes",
+            self.max_connections,
+            self.header_timeout,
+            self.max_header_bytes,
+        )
+
     def client_connected(self, client: connection.Client) -> None:
         if len(self._connections) >= self.max_connections > 0:
             client.error = "waitroom: too many open connections"  # mitmproxy closes it at once
-            METRICS.refused_connections.labels("limit").inc()
+            METRICS.proxy.refused_connections.labels("limit").inc()
             return
         self._connections[client.id] = conn = _Connection()
         self._arm(client.id, conn)
@@ -112,7 +123,7 @@ class ConnectionBounds:
         conn = self._connections.get(flow.client_conn.id)
         if conn is None:
             return
-        flow.metadata[_OPEN_KEY] = True
+        flowmeta.state(flow).in_flight = True
         conn.open_flows += 1
         if conn.timer is not None:
             conn.timer.cancel()
@@ -126,8 +137,10 @@ class ConnectionBounds:
 
     def _flow_ended(self, flow: http.HTTPFlow) -> None:
         conn = self._connections.get(flow.client_conn.id)
-        if conn is None or not flow.metadata.pop(_OPEN_KEY, False):
+        state = flowmeta.peek(flow)
+        if conn is None or state is None or not state.in_flight:
             return
+        state.in_flight = False
         conn.open_flows = max(0, conn.open_flows - 1)
         if flow.websocket is not None or (flow.response is not None and flow.response.status_code == 101):
             conn.upgraded = True
@@ -153,4 +166,4 @@ class ConnectionBounds:
             handler.transports[handler.client].handler.cancel("waitroom: header timeout")
         except Exception:  # gone meanwhile, or another mitmproxy layout: tcp_timeout still applies
             return
-        METRICS.refused_connections.labels("header_timeout").inc()
+        METRICS.proxy.refused_connections.labels("header_timeout").inc()

@@ -1,24 +1,8 @@
 """Graceful shutdown: on SIGTERM nothing that was accepted goes without an answer.
 
-The sequence, as Kubernetes, Envoy and nginx do it:
-
-1. not ready at once (`/readyz` 503, `waitroom_ready` 0), still serving;
-2. `admin.shutdown_delay`: keep serving, so load balancers that poll readiness stop sending;
-3. stop accepting: new connections are refused; every HTTP/1 response from now on carries
-   `Connection: close`, so keep-alive clients go elsewhere after their next answer;
-4. `admin.drain`: requests in flight (counted from their request headers to their response or
-   error) finish; the drain ends once nothing is in flight and every open connection has been
-   idle for `IDLE_GRACE` (so a keep-alive client in the middle of its load gets its
-   `Connection: close`) — never while the listener still accepts;
-5. past the bound, a request whose headers arrive is answered 503 with `Connection: close`, and the
-   process exits: what is still with the upstream then is cut (mitmproxy has no public way to
-   answer a request it has already forwarded).
-
-Stopping to accept without dropping anything: closing a listening socket resets the connections
-the kernel has completed but the event loop has not accepted yet. On Linux the listener first gets
-a socket filter that drops new SYNs (clients see their connect retried, then refused), the accept
-queue empties into mitmproxy as usual, and only then is the listener closed (mitmproxy's `server`
-option set to false). Elsewhere the listener is closed at once.
+In-flight tracking and the sequence (not ready, keep serving for `admin.shutdown_delay`, stop
+accepting without resetting queued connections, drain for `admin.drain`, then 503 and exit) are
+described in docs/design.md ("Graceful shutdown") and docs/operations.md.
 """
 
 from __future__ import annotations
@@ -39,7 +23,7 @@ from dataclasses import dataclass
 from mitmproxy import ctx, http
 from mitmproxy.connection import Client
 
-from waitroom.metrics import METRICS
+from waitroom.metrics import METRICS, follow
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +62,7 @@ class Drain:
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         """Set, once the listener is closed, whenever a request ends or a connection closes."""
-        METRICS.inflight.set_function(lambda: len(self._inflight))  # read at scrape time
+        follow(METRICS.proxy.inflight, lambda: len(self._inflight))  # read at scrape time
 
     @property
     def inflight(self) -> int:
@@ -153,7 +137,7 @@ class Drain:
         if self.draining:
             return
         self.draining = True
-        METRICS.ready.set(0)
+        METRICS.process.ready.set(0)
         timing = self._timing()
         log.info(
             "waitroom: SIGTERM: not ready; draining %d request(s): serving %gs more, then up to %gs",

@@ -21,9 +21,9 @@ from typing import Any
 
 from mitmproxy import http
 
-log = logging.getLogger(__name__)
+from waitroom.addon import flowmeta
 
-EARLY_KEY = "waitroom.answered_from_headers"
+log = logging.getLogger(__name__)
 
 _installed = False
 
@@ -33,7 +33,7 @@ def answer_now(flow: http.HTTPFlow, response: http.Response) -> None:
     none follows, mitmproxy ignores the stream flag and sends the answer as usual.)"""
     flow.response = response
     if _installed and flow.live:  # a flow read from a file has no connection to spare a body on
-        flow.metadata[EARLY_KEY] = True
+        flowmeta.state(flow).answered_early = True
         flow.request.stream = True
         # No "100 Continue" (mitmproxy sends one after this hook): the client is not to send it.
         flow.request.headers.pop("expect", None)
@@ -61,7 +61,8 @@ def install() -> bool:
 
     def start_request_stream(self: Any) -> Generator[Any, Any, None]:
         flow = self.flow
-        if flow.response is None or not flow.metadata.get(EARLY_KEY):
+        state = flowmeta.peek(flow)
+        if flow.response is None or state is None or not state.answered_early:
             return (yield from original(self))
         flow.request.stream = False
         # The body that follows is dropped unread: this state consumes every event silently.

@@ -6,36 +6,34 @@ summary per room and rule. The regression suite (tests/flows) replays its fixtur
 compares these lines with the recorded ones.
 
 A line reads:  #003 GET /shop -> 503 room shop waiting [Retry-After: 1] [no cookie]
+
+The lines are the command's output, printed on stdout: `-q` (which silences mitmproxy's log) does
+not hide them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, http
 
-from waitroom.sessions import token_session_id
+from waitroom.addon import flowmeta
+from waitroom.addon.flowmeta import COMMAND_HEADER, RECORD_KEY
+from waitroom.rooms.sessions import token_session_id
 
 if TYPE_CHECKING:
-    from waitroom.gate import Gate
-    from waitroom.runtime import Runtime
+    from waitroom.addon.gate import Gate
+    from waitroom.addon.runtime import Runtime
 
-log = logging.getLogger(__name__)
 
-METADATA_KEY = "waitroom"
-"""flow.metadata[METADATA_KEY]: the proxy's decisions, saved with the flow (`mitmdump -w`)."""
 RATE_LIMIT_HEADERS = ("Retry-After", "RateLimit-Policy", "RateLimit")
-COMMAND_HEADER = "Waitroom-Command"
-"""The upstream's command to the proxy (release.py); the proxy takes it off every answer."""
 
 
 def decision_of(flow: http.HTTPFlow) -> str:
     """The decisions the proxy recorded in the flow's metadata, in words."""
-    meta = flow.metadata.get(METADATA_KEY) or {}
+    meta = flowmeta.recorded(flow)
     words = []
     limit = meta.get("rate_limit")
     if limit:
@@ -76,7 +74,7 @@ NOT_RECORDED = "Waitroom-Replay"
 
 def proxy_answered(flow: http.HTTPFlow) -> bool:
     """Did the proxy itself answer this recorded flow (wait page, poll answer, 429)?"""
-    meta = flow.metadata.get(METADATA_KEY) or {}
+    meta = flowmeta.recorded(flow)
     limit = meta.get("rate_limit") or {}
     if limit.get("outcome") == "limited" or meta.get("outcome") == "waiting":
         return True
@@ -96,28 +94,6 @@ def strip_proxy_headers(response: http.Response, cookie_prefix: str) -> None:
         response.headers.pop(name, None)
 
 
-class ReplayClock:
-    """The recorded time of the flow being replayed. It stands still while the flow is decided (so
-    a replay decides alike however busy the machine is) and moves on only when the decision waits
-    (a `delay` action), by exactly the time it waits, without waiting for real."""
-
-    def __init__(self) -> None:
-        self.base: float | None = None
-        self._waited = 0.0
-
-    def set(self, recorded: float) -> None:
-        self.base = recorded
-        self._waited = 0.0
-
-    def __call__(self) -> float:
-        assert self.base is not None
-        return self.base + self._waited
-
-    async def sleep(self, seconds: float) -> None:
-        self._waited += max(0.0, seconds)
-        await asyncio.sleep(0)  # still a suspension point, as a real wait is
-
-
 class Summary:
     def __init__(self) -> None:
         self.rooms: Counter[tuple[str, str]] = Counter()
@@ -126,7 +102,7 @@ class Summary:
 
     def add(self, flow: http.HTTPFlow) -> None:
         self.flows += 1
-        meta = flow.metadata.get(METADATA_KEY) or {}
+        meta = flowmeta.recorded(flow)
         if meta.get("room"):
             self.rooms[(meta["room"], str(meta.get("outcome")))] += 1
         limit = meta.get("rate_limit")
@@ -176,9 +152,9 @@ class Replay:
             return
         recorded = flow.response
         answered_by_proxy = proxy_answered(flow)
-        command = (flow.metadata.get(METADATA_KEY) or {}).get("command")
+        command = (flowmeta.recorded(flow)).get("command")
         flow.response = None
-        flow.metadata.pop(METADATA_KEY, None)
+        flow.metadata.pop(RECORD_KEY, None)
         clock = self.runtime.replay_clock
         clock.set(flow.request.timestamp_start)
         loaded = self.runtime.loaded
@@ -205,14 +181,18 @@ class Replay:
 
     def response(self, flow: http.HTTPFlow) -> None:
         if self.runtime.replay and not flow.live:
-            log.info("waitroom replay: %s", describe(self.summary.flows, flow, self._cookie_prefix()))
+            _say(describe(self.summary.flows, flow, self._cookie_prefix()))
             self.summary.add(flow)
 
     def done(self) -> None:
         if self.runtime.replay and self.summary.flows:
             for line in self.summary.lines():
-                log.info("waitroom replay: %s", line)
+                _say(line)
 
     def _cookie_prefix(self) -> str:
         config = self.runtime.config
         return config.session.cookie if config else "waitroom"
+
+
+def _say(line: str) -> None:
+    print(f"waitroom replay: {line}", flush=True)

@@ -3,12 +3,13 @@ types written the same way everywhere (durations, path prefixes, hosts, names)."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from waitroom.durations import parse_duration
-from waitroom.target import canonical_prefix
+from waitroom.config.durations import parse_duration
+from waitroom.web.target import canonical_prefix
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds, written in the file as ``500ms``, ``60s``, ``30m``, ``2h`` or a number of seconds."""
@@ -18,12 +19,29 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 
 
 class ConfigError(Exception):
-    """A config that cannot be used. `str()` is one line naming the field and the problem."""
+    """A config that cannot be used. `str()` is one line naming the field and the problem (the first
+    one, and how many more there are); `problems` lists every one, a line each (`waitroom check`
+    prints them all)."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) or (message,)
+
+    @classmethod
+    def of(cls, problems: Sequence[str], path: object = None) -> ConfigError:
+        """One error for several problems: the first names itself, the rest are counted (`waitroom
+        check FILE` lists them). With `path`, every problem is prefixed with it."""
+        lines = [f"{path}: {p}" for p in problems] if path is not None else list(problems)
+        more = len(lines) - 1
+        message = lines[0]
+        if more:
+            message += f" (and {more} more" + (f": waitroom check {path})" if path is not None else ")")
+        return cls(message, lines)
 
 
 class StrictModel(BaseModel):
     # Attribute docstrings become the fields' descriptions: docs/config.md is generated from them
-    # (python -m waitroom.configdoc, `make docs`).
+    # (python -m waitroom.config.reference, `make docs`).
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 

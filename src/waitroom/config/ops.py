@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from waitroom.configfields import Duration, StrictModel
+from waitroom.config.fields import Duration, StrictModel
 
 
 class AdminConfig(StrictModel):
@@ -48,7 +48,11 @@ class ClusterConfig(StrictModel):
 
 class DecisionLogConfig(StrictModel):
     format: Literal["off", "json"] = "off"
-    """With `json`, one JSON line per sampled decision on the log (never cookies, tokens or queries)."""
+    """With `json`, one JSON line per sampled decision (never cookies, tokens or queries): each line
+    is one JSON object and nothing else, for a log shipper."""
+    output: Literal["stdout", "stderr"] = "stdout"
+    """Where the decision lines go; mitmproxy's own log lines go to stdout too, so `stderr` keeps the
+    two apart (`-q` silences mitmproxy's lines, never these)."""
     sample: float = Field(0.01, gt=0, le=1)
     """The share of requests logged, one draw per request (its rule and room together), more than 0
     and at most 1 (waiting and limited answers included at the same rate)."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from waitroom.configfields import NAME_PATTERN, Duration, Match, StrictModel
+from waitroom.config.fields import NAME_PATTERN, Duration, Match, StrictModel
 
 
 class ClientIPConfig(StrictModel):
@@ -15,6 +15,12 @@ class ClientIPConfig(StrictModel):
     """How many X-Forwarded-For hops were added by proxies we trust (1 behind the Istio gateway)."""
     header: str | None = None
     """A header set by a trusted proxy that holds the client address, e.g. X-Envoy-External-Address."""
+    ipv6_prefix: int = Field(64, ge=32, le=128)
+    """The network an IPv6 client is counted by (`ip` rate-limit keys, `tickets_per_ip`): one household
+    or phone gets a /64, so the addresses within it are one client."""
+    ipv4_prefix: int = Field(32, ge=16, le=32)
+    """The network an IPv4 client is counted by (32: its address); lower it only for carrier-grade NAT
+    ranges you trust to be one client each."""
 
 
 class RateLimitMatch(Match):
@@ -50,10 +56,11 @@ class RateLimitConfig(StrictModel):
     burst: int | None = Field(None, ge=1, le=10_000_000)
     """`gcra` only: how many requests may come at once."""
     action: str = Field("reject", pattern=r"^(reject|delay|upstream:https?://\S+)$")
-    """`reject` (429), `delay` (hold up to `max_delay`, then 429), or `upstream:URL` (send the request
-    to another upstream)."""
+    """`reject` (429), `delay` (hold a request until its turn, if that comes within `max_delay`;
+    otherwise 429 at once), or `upstream:URL` (send the request to another upstream)."""
     max_delay: Duration = 1.0
-    """With `action: delay`, the longest a request is held before it is refused instead (at most 30s)."""
+    """With `action: delay`, the longest a request is held for its turn (at most 30s); a request
+    whose turn would come later is refused at once."""
     shadow: bool = False
     """Count and log, never enforce: a dry run for a new rule."""
 
@@ -70,6 +77,16 @@ class RateLimitConfig(StrictModel):
         if seconds > 30:
             raise ValueError("must be at most 30s (a held request holds a connection)")
         return seconds
+
+    @model_validator(mode="after")
+    def _delay_fits_the_window(self) -> Self:
+        # A sliding window keeps held requests' counts per future window: a bounded few.
+        if self.action == "delay" and self.algorithm == "sliding_window" and self.max_delay > 64 * self.per:
+            raise ValueError(
+                f"max_delay ({self.max_delay:g}s) is more than 64 × per ({self.per:g}s) for a "
+                "sliding_window; use algorithm: gcra to hold requests that long"
+            )
+        return self
 
 
 class JWTConfig(StrictModel):

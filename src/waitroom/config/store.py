@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 
-from waitroom.configfields import Duration, StrictModel
+from waitroom.config.fields import Duration, StrictModel
 
 
 class StoreErrorPolicy(StrEnum):
@@ -22,7 +22,8 @@ class BreakerConfig(StrictModel):
     failures: int = Field(3, ge=1, le=1000)
     """Consecutive store failures that open the circuit."""
     cool_down: Duration = Field(5.0, le=3600)
-    """How long an open circuit skips the store before a probe (a `PING`) asks it again."""
+    """How long an open circuit skips the store before a probe (a `PING`) asks it again (at most a
+    third of the grace, while a `fifo` room's visitors ask)."""
 
 
 LiveReplicas = Callable[[], int | None]
@@ -52,9 +53,18 @@ class StoreConfig(StrictModel):
     """How many proxy replicas share the store; `on_error: local` divides limits by it (with
     `cluster.discover_replicas`, only until the live count is known)."""
     breaker: BreakerConfig = BreakerConfig()
+    max_keys: int = Field(100_000, ge=1_000, le=10_000_000)
+    """The embedded store's (and the `local` fallback's) rate-limit table: keys held at once, about
+    400 bytes each. When it is full, the least recently used key with quota left makes room; a key
+    at its limit is never evicted. Redis keeps every key for its window."""
     password_env: str = Field("WAITROOM_REDIS_PASSWORD", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Environment variable holding the Redis password for a `url` that carries none, so that the
     config file (a ConfigMap) holds no secret."""
+    line_view: bool = True
+    """`fifo` rooms on Redis: each replica keeps a view of each busy line and answers the polls of
+    tickets that cannot be called before their next poll from it, with no store call, sending their
+    "still here" in one batched call per room per second (docs/concepts.md, "The line"). `false`:
+    every poll asks the store. The embedded store has no view (its calls cost no round trip)."""
 
     def url_with_password(self, environ: Mapping[str, str] = os.environ) -> str:
         """`url`, with the password from `password_env` when it is set and the URL has no credentials."""

@@ -8,8 +8,10 @@
 Paths are normalised before they are counted, so `/a/`, `/a?x=1`, `//a` and `/%61` are one path,
 and a PUT with an `Idempotency-Key` is counted once per key (`counter_path` and `idempotency_key`
 in counterhttp.py); one whose store call timed out after it was sent is answered 504 "may have been
-counted", never as if it was not. `Accept: text/plain` gets the bare number. Bodies are never read
-or stored; one over `counter_max_body` is refused with 413. The upstream is never contacted.
+counted", never as if it was not. At most `counter_max_paths` distinct paths are counted: a PUT to a
+new path past it gets 507 and counts nothing, and the paths already counted go on counting.
+`Accept: text/plain` gets the bare number. Bodies are never read or stored; one over
+`counter_max_body` is refused with 413. The upstream is never contacted.
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.utils import human
 
-from waitroom.config import ConfigError, StoreConfig, load_config
-from waitroom.counterhttp import (
+from waitroom.addon import flowmeta
+from waitroom.config.durations import parse_duration
+from waitroom.config.fields import ConfigError
+from waitroom.config.schema import load_config
+from waitroom.config.store import StoreConfig
+from waitroom.counter.counts import MAX_PATHS, Counts, KeyReused, OutcomeUnknown, TooManyPaths, open_counts
+from waitroom.counter.http import (
     ALLOW,
     ALLOW_ROOT,
     KEY_HEADER,
     REPLAYED_HEADER,
-    Answer,
     BadRequest,
     answer,
     counter_path,
@@ -37,13 +43,14 @@ from waitroom.counterhttp import (
     too_large,
     wants_text,
 )
-from waitroom.durations import parse_duration
 from waitroom.metrics import METRICS
 from waitroom.store.base import StoreError
-from waitroom.store.counts import Counts, KeyReused, OutcomeUnknown, open_counts
+from waitroom.web.answers import Answer
 
 log = logging.getLogger(__name__)
 
+MAX_PATH_LIMIT = 10_000_000
+"""The largest counter_max_paths (~100 bytes a path in memory: about 1 GB)."""
 STORE_TIMEOUT = 1.0
 """Bound on every counts-store call. The counter is the service, not the proxy's fast path: a second
 is generous, and past it the client gets an answer instead of a hang: 503 when the call certainly did
@@ -60,6 +67,7 @@ class Counter:
         self._store_config: StoreConfig | None = None
         self.max_body = 64 * 1024
         self.key_window = 86_400.0
+        self.max_paths = MAX_PATHS
         self._running = False
 
     def load(self, loader: Any) -> None:
@@ -95,6 +103,16 @@ class Counter:
             the counts store). Durations as 30s, 15m, 24h.
             """,
         )
+        loader.add_option(
+            "counter_max_paths",
+            int,
+            MAX_PATHS,
+            f"""
+            The most distinct paths the counter counts (1 to {MAX_PATH_LIMIT:,}): a PUT to a new path past
+            it is refused with 507 and counts nothing; the paths already counted go on counting, and
+            the total stays the sum of the paths.
+            """,
+        )
 
     def configure(self, updated: set[str]) -> None:
         try:
@@ -116,6 +134,13 @@ class Counter:
             except ValueError as e:
                 raise _option_error(f"counter_max_body: {e}") from None
             self.max_body = size if size is not None else 64 * 1024
+        if "counter_max_paths" in updated:
+            wanted = ctx.options.counter_max_paths
+            if not 1 <= wanted <= MAX_PATH_LIMIT:
+                raise _option_error(f"counter_max_paths: must be between 1 and {MAX_PATH_LIMIT}")
+            self.max_paths = wanted
+            if self.counts is not None:
+                self.counts.max_paths = wanted
         if "counter_idempotency_window" in updated:
             try:
                 window = parse_duration(ctx.options.counter_idempotency_window)
@@ -131,7 +156,7 @@ class Counter:
             if wanted != self._store_config:
                 if self.counts is not None:
                     log.info("counter: the counts store changed; counting starts again there")
-                self.counts = open_counts(wanted, STORE_TIMEOUT, self.key_window)
+                self.counts = open_counts(wanted, STORE_TIMEOUT, self.key_window, self.max_paths)
                 self._store_config = wanted
                 log.info("counter: counts in %s", wanted.url.split("@")[-1])  # never log credentials
 
@@ -144,7 +169,7 @@ class Counter:
                 raise _option_error(f"counter_store: {_first_error(e)}") from None
         waitroom_config = getattr(ctx.options, "waitroom_config", None)
         if waitroom_config is not None:
-            from waitroom.config import DEFAULT_CONFIG
+            from waitroom.config.schema import DEFAULT_CONFIG
 
             try:
                 return load_config(Path(waitroom_config or DEFAULT_CONFIG)).store
@@ -167,7 +192,7 @@ class Counter:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or self.counts is None:
             return
-        if flow.metadata.get("waitroom", {}).get("rate_limit", {}).get("outcome") == "rerouted":
+        if flowmeta.recorded(flow).get("rate_limit", {}).get("outcome") == "rerouted":
             return  # a rate limit sent this request to another upstream: it is not ours
         req = flow.request
         if req.method == "PUT" and len(req.raw_content or b"") > self.max_body:  # chunked bodies
@@ -187,7 +212,7 @@ class Counter:
             response.headers["Content-Length"] = str(length)
         flow.response = response
         method = req.method if req.method in _METHODS else "other"  # a label never takes client text
-        METRICS.counter_operations.labels(method, str(response.status_code)).inc()
+        METRICS.counter.operations.labels(method, str(response.status_code)).inc()
 
     async def serve(self, method: str, target: str, accept: str, keys: list[str] | None = None) -> Answer:
         assert self.counts is not None
@@ -222,6 +247,14 @@ class Counter:
                 422,
                 "Unprocessable Content",
                 f"this {KEY_HEADER} was first used for another path; nothing was counted",
+            )
+        except TooManyPaths:
+            METRICS.counter.paths_refused.inc()
+            return problem(
+                507,
+                "Insufficient Storage",
+                f"the counter holds at most {self.counts.max_paths} paths (counter_max_paths); this new "
+                "path was not counted. The paths already counted still count",
             )
         except OutcomeUnknown as e:
             log.warning("counter: store did not answer a PUT in time (%s): it may have been counted", e)

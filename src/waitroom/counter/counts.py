@@ -18,12 +18,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from waitroom.config import StoreConfig
+from waitroom.config.store import StoreConfig
 from waitroom.store.base import StoreError
 
 MEMORY_KEYS = 100_000
 """Most idempotency keys the embedded store remembers at once; past it the oldest is forgotten
 early (docs/counter.md says so). Redis keeps every key for its whole window."""
+MAX_PATHS = 100_000
+"""Most distinct paths counted, by default (option counter_max_paths): past it a PUT to a new path
+is refused and counts nothing, while the paths already counted go on counting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,10 @@ class KeyReused(Exception):
     """The idempotency key was first used for another path: nothing was counted (422)."""
 
 
+class TooManyPaths(Exception):
+    """The path is new and the counter already holds `max_paths` paths: nothing was counted (507)."""
+
+
 class OutcomeUnknown(StoreError):
     """The PUT reached the store (or may have), and no answer came back in time: it may have been
     counted, or may still be. Only a retry with the same idempotency key can tell."""
@@ -48,10 +55,12 @@ class OutcomeUnknown(StoreError):
 class Counts(Protocol):
     key_window: float
     """Seconds an idempotency key is remembered (changing it applies to keys stored from then on)."""
+    max_paths: int
+    """The most distinct paths counted; a new path past it raises TooManyPaths."""
 
     async def put(self, path: str, key: str | None = None) -> Put:
         """Count one PUT to `path`, once per `key` within the key window.
-        Raises KeyReused, OutcomeUnknown, or StoreError (known not counted)."""
+        Raises KeyReused, TooManyPaths, OutcomeUnknown, or StoreError (known not counted)."""
         ...
 
     async def get(self, path: str) -> int: ...
@@ -62,10 +71,13 @@ class Counts(Protocol):
 
 
 class MemoryCounts:
-    def __init__(self, key_window: float = 86_400.0, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, key_window: float = 86_400.0, clock: Any = time.monotonic, max_paths: int = MAX_PATHS
+    ) -> None:
         self._paths: dict[str, int] = {}
         self._total = 0
         self.key_window = key_window
+        self.max_paths = max_paths
         self._clock = clock
         self._keys: OrderedDict[str, tuple[float, int, str]] = OrderedDict()
         """key → (forgotten at, first count, path), oldest first (one window for all keys)."""
@@ -83,6 +95,8 @@ class MemoryCounts:
                 if seen[2] != path:
                     raise KeyReused(key)
                 return Put(seen[1], 0, replayed=True)
+        if path not in self._paths and len(self._paths) >= self.max_paths:
+            raise TooManyPaths(path)
         self._paths[path] = count = self._paths.get(path, 0) + 1
         self._total += 1
         if key is not None:
@@ -105,12 +119,20 @@ class RedisCounts:
     them in one Cluster slot, which the atomic total needs (and which makes the counter one hot slot
     on a Cluster: it is a demo workload, not a sharded database)."""
 
-    def __init__(self, client: Any, key_prefix: str, timeout: float, key_window: float = 86_400.0) -> None:
+    def __init__(
+        self,
+        client: Any,
+        key_prefix: str,
+        timeout: float,
+        key_window: float = 86_400.0,
+        max_paths: int = MAX_PATHS,
+    ) -> None:
         from waitroom.store.redis_client import load_lua
 
         self._client = client
         self._timeout = timeout
         self.key_window = key_window
+        self.max_paths = max_paths
         self.paths_key = f"{key_prefix}:{{counter}}:paths"
         self.total_key = f"{key_prefix}:{{counter}}:total"
         self.key_prefix = f"{key_prefix}:{{counter}}:idem:"
@@ -131,13 +153,15 @@ class RedisCounts:
 
     async def put(self, path: str, key: str | None = None) -> Put:
         keys = [self.paths_key, self.total_key]
-        args: list[str | int] = [path]
+        args: list[str | int] = [path, self.max_paths]
         if key is not None:
             keys.append(self.key_prefix + key)
             args.append(max(1, round(self.key_window * 1000)))
         count, total, replayed = await self._call(self._put(keys=keys, args=args), writes=True)
         if replayed == 2:
             raise KeyReused(key)
+        if replayed == 3:
+            raise TooManyPaths(path)
         return Put(int(count), int(total), replayed=bool(replayed))
 
     async def get(self, path: str) -> int:
@@ -153,14 +177,16 @@ class RedisCounts:
             await self._client.aclose()
 
 
-def open_counts(config: StoreConfig, timeout: float, key_window: float = 86_400.0) -> Counts:
+def open_counts(
+    config: StoreConfig, timeout: float, key_window: float = 86_400.0, max_paths: int = MAX_PATHS
+) -> Counts:
     """The counts store that `store.url` names; connections are made on first use."""
     if config.url.startswith("memory://"):
-        return MemoryCounts(key_window)
+        return MemoryCounts(key_window, max_paths=max_paths)
     from waitroom.store.redis_client import client_from_url
 
     client = client_from_url(config.url_with_password(), timeout)
-    return RedisCounts(client, config.key_prefix, timeout, key_window)
+    return RedisCounts(client, config.key_prefix, timeout, key_window, max_paths)
 
 
 def _before_sending(error: BaseException) -> bool:

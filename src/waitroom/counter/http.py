@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from waitroom.routing import path_segments
+from waitroom.web.answers import Answer
 
 MAX_PATH_BYTES = 1024
 """Longest normalised path that is counted (UTF-8 bytes); longer ones get 414."""
@@ -28,13 +27,6 @@ _SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
 _BARE_KEY = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
 class BadRequest(Exception):
     def __init__(self, status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -43,6 +35,21 @@ class BadRequest(Exception):
 
     def answer(self) -> Answer:
         return problem(self.status, self.title, self.detail, self.headers)
+
+
+def path_segments(decoded: str) -> list[str]:
+    """A decoded path's segments as a server resolves them: empty and `.` segments go, `..` removes
+    the one before it (never above the root)."""
+    segments: list[str] = []
+    for segment in decoded.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    return segments
 
 
 def counter_path(target: str) -> str:

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from waitroom.endpointslices import SERVICE_NAME_LABEL, ServiceSlices
+from waitroom.kube.slices import SERVICE_NAME_LABEL, ServiceSlices
 
-log = logging.getLogger("waitroom.kube")  # cluster awareness's one logger, as before the split
+log = logging.getLogger("waitroom.kube")  # one logger for cluster awareness, whichever module logs
 
 WATCH_TIMEOUT = 240
 """Seconds after which the API server ends a watch (it is resumed from the last resourceVersion)."""
@@ -165,7 +165,7 @@ class ReplicaWatcher:
                         "keeping %s, retrying with backoff up to %gs",
                         self.namespace,
                         self.service,
-                        describe(e),
+                        describe_error(e),
                         f"{self.ready} ready replica(s)" if self.ready is not None else "store.replicas",
                         self.backoff_max,
                     )
@@ -252,7 +252,7 @@ class ReplicaWatcher:
         self.state = state
 
 
-def describe(error: Exception) -> str:
+def describe_error(error: Exception) -> str:
     status = getattr(error, "status", None)
     reason = getattr(error, "reason", None)
     if status:

@@ -8,15 +8,18 @@ and each one is logged — without the token.
 
     GET   /healthz                          200 while the process runs
     GET   /readyz                           200 when the config is loaded and not draining, else 503;
-                                            reports the store's health and the failure policy in force
+                                            reports the store's health and the failure policy in force,
+                                            the version, the config's sha256 and a refused reload
     GET   /metrics                          Prometheus text format
     GET   /admin/status                     rooms and rules with live state
     GET   /admin/rooms[/NAME]               rooms with live state
     POST  /admin/rooms/NAME/ACTION          open | queue-all | normal | unblock | close | reset
-    PATCH /admin/rooms/NAME                 {"new_sessions": 50, "block_for": "30s"}
-    GET   /admin/rules[/NAME]               rate-limit rules with the limit in force
-    PATCH /admin/rules/NAME                 {"limit": 20}
-    POST  /admin/rules/NAME/reset           back to the config's limit
+                                            (reset: {"knobs": [...]} for some only)
+    PATCH /admin/rooms/NAME                 {"max_active": 500, "retry_after": "10s", ...}: any knob of
+                                            config.overrides.ROOM_KNOBS, judged with the whole room
+    GET   /admin/rules[/NAME]               rate-limit rules with their knobs in force
+    PATCH /admin/rules/NAME                 {"limit": 20, "shadow": true}: RULE_KNOBS
+    POST  /admin/rules/NAME/reset           back to the config's values ({"knobs": [...]}: some)
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import logging
 from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler
 
-from waitroom.adminhandlers import (
+from waitroom.ops.handlers import (
     MAX_BODY,
     Healthz,
     Metrics,
@@ -41,7 +44,7 @@ from waitroom.adminhandlers import (
     Rules,
     Status,
 )
-from waitroom.adminviews import Operated
+from waitroom.ops.views import Operated
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,26 @@ import asyncio
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado.web import RequestHandler
 
-from waitroom.adminviews import (
+from waitroom.config.overrides import (
+    ROOM_SETTINGS,
+    RULE_KNOBS,
+    check_room_value,
+    check_rule_value,
+    room_key,
+    rule_key,
+    validate_room,
+    validate_rule,
+)
+from waitroom.config.rules import RateLimitConfig
+from waitroom.config.schema import RoomConfig
+from waitroom.metrics import METRICS
+from waitroom.ops.views import (
     READ_TIMEOUT,
     Operated,
     readiness,
@@ -20,12 +34,10 @@ from waitroom.adminviews import (
     room_views,
     rule_view,
 )
-from waitroom.config import RateLimitConfig, RoomConfig
-from waitroom.metrics import METRICS
-from waitroom.overrides import SCHEDULE, check_room_value, check_rule_value, room_key, rule_key
-from waitroom.store import Overloaded, StoreError
+from waitroom.rooms.shadow import ShadowStore
+from waitroom.store.base import Overloaded, StoreError
 
-log = logging.getLogger("waitroom.admin")  # the admin port's one logger, as before the split
+log = logging.getLogger("waitroom.ops.admin")  # one logger for the admin port, whichever module logs
 
 MAX_BODY = 16 * 1024
 """Admin requests are small JSON objects; anything bigger is refused with 413."""
@@ -76,6 +88,17 @@ class Metrics(_Base):
         self.finish(generate_latest(METRICS.registry))
 
 
+def _after(values: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
+    """The overrides as they would be with `changes` written (None removes a key)."""
+    merged = dict(values)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _no_constant(name: str) -> object:
     """JSON's NaN and Infinity are not numbers any setting can take."""
     raise ValueError(f"{name} is not allowed")
@@ -111,6 +134,21 @@ class _Admin(_Base):
             return None
         return body
 
+    def knobs(self, known: tuple[str, ...]) -> tuple[str, ...] | None:
+        """`{"knobs": [...]}` of a reset (every knob without it), or None after answering 400."""
+        body = self.json_body()
+        if body is None:
+            return None
+        names = body.get("knobs", list(known))
+        if set(body) - {"knobs"} or not isinstance(names, list) or not names:
+            self.fail(400, f'reset takes {{"knobs": [...]}} naming some of {", ".join(known)}, or no body')
+            return None
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            self.fail(400, f"unknown setting {unknown[0]!r} (known: {', '.join(known)})")
+            return None
+        return tuple(names)
+
     def room_config(self, name: str) -> RoomConfig | None:
         config = self.operated.config
         room = next((r for r in config.rooms if r.name == name), None) if config else None
@@ -132,7 +170,7 @@ class _Admin(_Base):
             log.warning("waitroom admin: %s refused: the store is failing (%s)", what, e)
             self.fail(503, "the store is failing: nothing was changed")
             return False
-        METRICS.admin_actions.labels(action).inc()
+        METRICS.process.admin_actions.labels(action).inc()
         log.info("waitroom admin: %s (from %s)", what, self.request.remote_ip)
         return True
 
@@ -156,26 +194,27 @@ class Room(_Admin):
             self.reply(200, (await room_views(self.operated, only=name))[0])
 
     async def patch(self, name: str) -> None:
+        """Change knobs of the room: each value checked, then the room it makes (config, the other
+        run-time changes, these) validated whole by the config model; 400 and nothing changed
+        otherwise."""
         room, body = self.room_config(name), None
         if room is None or (body := self.json_body()) is None:
             return
         if not body:
-            self.fail(400, "nothing to change: give new_sessions, block_for, opens_at and/or closes_at")
+            self.fail(400, f"nothing to change: give any of {', '.join(ROOM_SETTINGS)}")
             return
         changes: dict[str, str | None] = {}
         for field, value in body.items():
-            if field not in ("new_sessions", "block_for", *SCHEDULE):
-                known = "new_sessions, block_for, opens_at, closes_at"
-                self.fail(400, f"unknown room setting {field!r} ({known})")
-                return
-            if field == "opens_at" and room.queue != "fifo":
-                self.fail(400, "opens_at needs a room with queue: fifo")
-                return
             try:
-                changes[room_key(name, field)] = check_room_value(field, value)
+                changes[room_key(name, field)] = check_room_value(str(field), value)
             except ValueError as e:
                 self.fail(400, str(e))
                 return
+        try:
+            validate_room(room, _after(self.operated.overrides.values, changes))
+        except ValueError as e:
+            self.fail(400, f"room {name}: {e} (nothing was changed)")
+            return
         what = ", ".join(f"{k}={v}" for k, v in body.items())
         if await self.change("room_set", f"room {name}: {what}", changes):
             self.reply(200, (await room_views(self.operated, only=name))[0])
@@ -183,7 +222,8 @@ class Room(_Admin):
 
 class RoomAction(_Admin):
     async def post(self, name: str, action: str) -> None:
-        if self.room_config(name) is None:
+        room = self.room_config(name)
+        if room is None:
             return
         if action in ("open", "queue-all", "normal"):
             changes: dict[str, str | None] = {room_key(name, "mode"): None if action == "normal" else action}
@@ -193,25 +233,34 @@ class RoomAction(_Admin):
                 return
         elif action == "close":  # closes_at = now: new visitors get the closed answer
             changes = {room_key(name, "closes_at"): check_room_value("closes_at", "now")}
+            try:
+                validate_room(room, _after(self.operated.overrides.values, changes))
+            except ValueError as e:
+                self.fail(400, f"room {name}: {e} (nothing was changed)")
+                return
             if not await self.change("room_close", f"room {name}: closed", changes):
                 return
         elif action == "reset":
-            fields = ("mode", "new_sessions", "block_for", *SCHEDULE)
-            if not await self.change(
-                "room_reset", f"room {name}: reset", {room_key(name, f): None for f in fields}
-            ):
+            knobs = self.knobs(ROOM_SETTINGS)
+            if knobs is None:
+                return
+            changes = {room_key(name, k): None for k in knobs}
+            what = f"room {name}: reset" + (f" {' '.join(knobs)}" if len(knobs) < len(ROOM_SETTINGS) else "")
+            if not await self.change("room_reset", what, changes):
                 return
         elif action == "unblock":
             store = self.operated.store
             try:
                 if store is None:
                     raise StoreError("no store")
+                if self.operated.overrides.room(room).shadow:  # the block in force is the shadow's
+                    store = ShadowStore(store)
                 await asyncio.wait_for(store.unblock(name), READ_TIMEOUT)
             except (StoreError, Overloaded, TimeoutError) as e:
                 log.warning("waitroom admin: unblock %s refused: the store is failing (%s)", name, e)
                 self.fail(503, "the store is failing: nothing was changed")
                 return
-            METRICS.admin_actions.labels("room_unblock").inc()
+            METRICS.process.admin_actions.labels("room_unblock").inc()
             log.info("waitroom admin: room %s: unblocked (from %s)", name, self.request.remote_ip)
         else:
             self.fail(404, f"unknown room action {action!r} (open, queue-all, normal, unblock, close, reset)")
@@ -235,15 +284,23 @@ class Rule(_Admin):
         rule, body = self.rule_config(name), None
         if rule is None or (body := self.json_body()) is None:
             return
-        if set(body) != {"limit"}:
-            self.fail(400, "give exactly one setting: limit")
+        if not body:
+            self.fail(400, f"nothing to change: give any of {', '.join(RULE_KNOBS)}")
             return
+        changes: dict[str, str | None] = {}
+        for field, value in body.items():
+            try:
+                changes[rule_key(name, field)] = check_rule_value(str(field), value)
+            except ValueError as e:
+                self.fail(400, str(e))
+                return
         try:
-            value = check_rule_value("limit", body["limit"])
+            validate_rule(rule, _after(self.operated.overrides.values, changes))
         except ValueError as e:
-            self.fail(400, str(e))
+            self.fail(400, f"rule {name}: {e} (nothing was changed)")
             return
-        if await self.change("rule_set", f"rule {name}: limit={value}", {rule_key(name, "limit"): value}):
+        what = ", ".join(f"{k}={v}" for k, v in body.items())
+        if await self.change("rule_set", f"rule {name}: {what}", changes):
             self.reply(200, rule_view(rule, self.operated.overrides))
 
 
@@ -254,5 +311,9 @@ class RuleAction(_Admin):
         if action != "reset":
             self.fail(404, f"unknown rule action {action!r} (reset)")
             return
-        if await self.change("rule_reset", f"rule {name}: reset", {rule_key(name, "limit"): None}):
+        knobs = self.knobs(tuple(RULE_KNOBS))
+        if knobs is None:
+            return
+        what = f"rule {name}: reset" + (f" {' '.join(knobs)}" if len(knobs) < len(RULE_KNOBS) else "")
+        if await self.change("rule_reset", what, {rule_key(name, k): None for k in knobs}):
             self.reply(200, rule_view(rule, self.operated.overrides))

@@ -20,7 +20,8 @@ from typing import Any
 import jwt as pyjwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from waitroom.config import ConfigError, JWTConfig
+from waitroom.config.fields import ConfigError
+from waitroom.config.rules import JWTConfig
 
 MAX_TOKEN_LENGTH = 8192
 

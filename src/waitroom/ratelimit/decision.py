@@ -1,15 +1,14 @@
-"""What a rate-limit decision reads and says, independent of mitmproxy and of how it is made:
-the request's facts, the outcome, the fallbacks used, and the decision that act.py, record.py and
-the gate read. limits.py makes it."""
+"""What a rate-limit decision says, independent of mitmproxy and of how it is made: the outcome,
+the fallbacks used, and the decision the gate acts on. limiter.py makes it."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from waitroom.config import RateLimitConfig, StoreErrorPolicy
+from waitroom.config.rules import RateLimitConfig
+from waitroom.config.store import StoreErrorPolicy
 from waitroom.store.base import RateResult
 
 
@@ -22,19 +21,6 @@ class LimitOutcome(StrEnum):
     """A shadow rule would have refused; the request goes on."""
     DELAYED = "delayed"
     REROUTED = "rerouted"
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    """What the rules need to know about a request."""
-
-    host: str
-    path: str
-    method: str
-    peer: str
-    header: Callable[[str], str | None]
-    waited: float = 0.0
-    """Seconds the request already spent in the proxy before this decision."""
 
 
 class Fallback(str):

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from waitroom.claims import ClaimVerifier
-from waitroom.config import Config
-from waitroom.identity import request_ip
-from waitroom.store import Clock
-from waitroom.store.base import RateCheck, RateResult
-
-if TYPE_CHECKING:
-    from waitroom.limits import RequestFacts
+from waitroom.config.schema import Config
+from waitroom.ratelimit.claims import ClaimVerifier
+from waitroom.store.base import Clock, RateCheck, RateResult
+from waitroom.web.client import request_ip
+from waitroom.web.request import RequestFacts
 
 OVER_LIMIT_CACHE_SIZE = 100_000
 """Clients remembered as over their limit; past this, expired entries are dropped first."""
@@ -65,12 +61,13 @@ class OverLimitCache:
         self._over.clear()
 
     def refused(self, check: RateCheck) -> RateResult | None:
-        """The remembered refusal for `check`, while it lasts."""
+        """The remembered refusal for `check`, while it lasts: until one request would pass, or for
+        a delay rule until one could be held for its slot (`max_delay` before that)."""
         until = self._over.get((check.rule, check.key))
         if until is None:
             return None
         now = self.clock()
-        if until <= now:
+        if until - check.max_delay <= now:
             del self._over[(check.rule, check.key)]
             return None
         return RateResult(False, 0, until - now)

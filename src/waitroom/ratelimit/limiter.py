@@ -12,25 +12,25 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
-from waitroom.claims import ClaimVerifier
-from waitroom.config import Config, LiveReplicas, RateLimitConfig, StoreErrorPolicy, unknown_replicas
-from waitroom.fallback import StoreFallback
-from waitroom.limitdecision import Fallback, LimitDecision, LimitOutcome, RequestFacts
+from waitroom.config.overrides import Overrides
+from waitroom.config.rules import RateLimitConfig
+from waitroom.config.schema import Config
+from waitroom.config.store import LiveReplicas, StoreErrorPolicy, unknown_replicas
 from waitroom.metrics import METRICS
-from waitroom.overrides import Overrides
-from waitroom.ratekeys import KeyReader, OverLimitCache, key_hash
-from waitroom.routing import covers
-from waitroom.store import Clock, MemoryStore, Overloaded, Store
-from waitroom.store.base import RateCheck, RateResult
-
-__all__ = ["Fallback", "LimitDecision", "LimitOutcome", "RateLimiter", "RequestFacts"]
+from waitroom.ratelimit.claims import ClaimVerifier
+from waitroom.ratelimit.decision import Fallback, LimitDecision, LimitOutcome
+from waitroom.ratelimit.keys import KeyReader, OverLimitCache, key_hash
+from waitroom.store.base import Clock, Overloaded, RateCheck, RateResult, RateStore, StoreError
+from waitroom.store.on_error import OnError, share
+from waitroom.web.request import RequestFacts
+from waitroom.web.target import covers
 
 
 class RateLimiter:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: RateStore,
         verifier: ClaimVerifier | None,
         clock: Clock,
         live_replicas: LiveReplicas = unknown_replicas,
@@ -47,8 +47,8 @@ class RateLimiter:
         self.overrides = Overrides()
         """Set by the addon from the store (admin API changes); replaced whole, never mutated."""
         self._over = OverLimitCache(clock)
-        self.fallback = StoreFallback(config.store, clock, live_replicas)
-        """Decides by `store.on_error` while the store fails."""
+        self.on_error = OnError(config.store, clock, live_replicas)
+        """Which `store.on_error` policy decides while the store fails, and its local store."""
 
     def set_overrides(self, overrides: Overrides) -> None:
         """New run-time limits: the over-limit cache was judged by the old ones."""
@@ -66,12 +66,12 @@ class RateLimiter:
         ]
 
     def checks(
-        self, facts: RequestFacts, matched: list[RateLimitConfig] | None = None
+        self, facts: RequestFacts, matched: list[RateLimitConfig]
     ) -> tuple[list[RateCheck], list[RateLimitConfig], list[Fallback]]:
-        """The store's questions for every matching rule (`matched`, else matched here) that has a
-        key, and the fallbacks used."""
+        """The store's questions for every rule in `matched` (see matching) that has a key, and the
+        fallbacks used."""
         checks, rules, fallbacks = [], [], []
-        for rule in map(self.overrides.rule, self.matching(facts) if matched is None else matched):
+        for rule in map(self.overrides.rule, matched):
             identity, reason = self.keys.identity(rule.key, facts)
             key_form = rule.key
             if identity is None and rule.fallback is not None:
@@ -89,15 +89,14 @@ class RateLimiter:
                     per=rule.per,
                     burst=rule.burst,
                     shadow=rule.shadow,
+                    max_delay=rule.max_delay if rule.action == "delay" else 0.0,
                 )
             )
             rules.append(rule)
         return checks, rules, fallbacks
 
-    async def decide(
-        self, facts: RequestFacts, matched: list[RateLimitConfig] | None = None
-    ) -> LimitDecision:
-        """`matched`: the rules that match the request, when the caller classified it already."""
+    async def decide(self, facts: RequestFacts, matched: list[RateLimitConfig]) -> LimitDecision:
+        """`matched`: the rules that match the request, as the gate classified it (matching)."""
         checks, rules, fallbacks = self.checks(facts, matched)
         if not checks:
             return LimitDecision(LimitOutcome.NONE, fallbacks=tuple(fallbacks))
@@ -111,8 +110,10 @@ class RateLimiter:
         except Overloaded as e:
             return self._shed(checks, rules, fallbacks, e.reason)
         decision = self._judge(checks, rules, results, fallbacks, degraded)
-        if decision.outcome is LimitOutcome.LIMITED and decision.rule and decision.rule.action == "delay":
-            return await self._delay(facts, decision, matched)
+        if decision.outcome is LimitOutcome.DELAYED:
+            # The store reserved this request's slot (and charged it): it waits for it, then goes
+            # on without asking again. Bounded by max_delay, which the config caps at 30s.
+            await self.sleep(decision.delayed_for)
         return decision
 
     def _shed(
@@ -120,7 +121,7 @@ class RateLimiter:
     ) -> LimitDecision:
         """Saturated: no answer from the shared window in time, so the first enforcing rule refuses
         (a request is never let through uncounted). Shadow rules alone never refuse."""
-        METRICS.shed.labels(reason).inc()
+        METRICS.store.shed.labels(reason).inc()
         for check, rule in zip(checks, rules, strict=True):
             if not check.shadow:
                 decision = LimitDecision.refused_by(
@@ -136,25 +137,24 @@ class RateLimiter:
             result = self._over.refused(check)
             if result is None:
                 continue
-            if rule.action == "delay":
-                return None  # a delayed request needs the store's word after its wait
             return LimitDecision.refused_by(rule, result, (), None, cached=True)
         return None
 
     async def _hit(self, checks: list[RateCheck]) -> tuple[list[RateResult], StoreErrorPolicy | None]:
-        async def local(store: MemoryStore, replicas: int) -> list[RateResult]:
-            return await store.hit(
-                [dataclasses.replace(c, limit=max(1, c.limit // replicas)) for c in checks]
-            )
-
-        answer = await self.fallback.ask(
-            lambda: self.store.hit(checks),
-            open_=lambda: [RateResult(True, c.limit, 0.0) for c in checks],
-            closed=lambda: [RateResult(c.shadow, 0, c.per) for c in checks],
-            local=local,
-            what="rate limits",
-        )
-        return answer.value, answer.degraded
+        """The store's results; when the store fails, the `store.on_error` policy's. Overloaded
+        passes up: the caller sheds."""
+        try:
+            return await self.store.hit(checks), None
+        except StoreError as e:
+            failed = self.on_error.failed(e, "rate limits")
+        match failed.policy:
+            case StoreErrorPolicy.OPEN:
+                return [RateResult(True, c.limit, 0.0) for c in checks], failed.policy
+            case StoreErrorPolicy.CLOSED:
+                return [RateResult(c.shadow, 0, c.per) for c in checks], failed.policy
+            case StoreErrorPolicy.LOCAL:
+                shares = [dataclasses.replace(c, limit=share(c.limit, failed.replicas)) for c in checks]
+                return await self.on_error.local_store().hit(shares), failed.policy
 
     def _judge(
         self,
@@ -167,11 +167,23 @@ class RateLimiter:
         shadow = tuple(c.rule for c, r in zip(checks, results, strict=True) if c.shadow and not r.allowed)
         for check, rule, result in zip(checks, rules, results, strict=True):
             if not result.allowed and not check.shadow:
-                if rule.action != "delay":
-                    self._over.remember(check, result)
+                self._over.remember(check, result)
                 return LimitDecision.refused_by(rule, result, shadow, degraded, fallbacks=tuple(fallbacks))
-        # Allowed: the headers describe the enforcing rule closest to its limit.
         enforcing = [(r, res) for c, r, res in zip(checks, rules, results, strict=True) if not c.shadow]
+        held = max(enforcing, key=lambda p: p[1].delay, default=None)
+        if held is not None and held[1].delay > 0:
+            # Reserved: the request waits for the latest of its rules' slots (all are charged).
+            rule, result = held
+            return LimitDecision(
+                LimitOutcome.DELAYED,
+                rule,
+                result,
+                delayed_for=min(result.delay, rule.max_delay),
+                shadow_limited=shadow,
+                fallbacks=tuple(fallbacks),
+                degraded=degraded,
+            )
+        # Allowed: the headers describe the enforcing rule closest to its limit.
         if not enforcing:
             return LimitDecision(
                 LimitOutcome.SHADOW_LIMITED if shadow else LimitOutcome.ALLOWED,
@@ -184,31 +196,3 @@ class RateLimiter:
         return LimitDecision(
             outcome, rule, result, shadow_limited=shadow, fallbacks=tuple(fallbacks), degraded=degraded
         )
-
-    async def _delay(
-        self, facts: RequestFacts, decision: LimitDecision, matched: list[RateLimitConfig] | None
-    ) -> LimitDecision:
-        """Hold the request until the rule would allow it, if that is within `max_delay`; then ask
-        the store once more (others may have taken the slot meanwhile)."""
-        rule, result = decision.rule, decision.result
-        if rule is None or result is None or result.reset_after > rule.max_delay:
-            return decision
-        wait = result.reset_after
-        await self.sleep(wait)  # bounded by max_delay, which the config caps at 30s
-        checks, rules, fallbacks = self.checks(facts, matched)
-        try:
-            results, degraded = await self._hit(checks)
-        except Overloaded as e:
-            return self._shed(checks, rules, fallbacks, e.reason)
-        again = self._judge(checks, rules, results, fallbacks, degraded)
-        if again.outcome in (LimitOutcome.ALLOWED, LimitOutcome.SHADOW_LIMITED):
-            return LimitDecision(
-                LimitOutcome.DELAYED,
-                again.rule,
-                again.result,
-                delayed_for=wait,
-                shadow_limited=again.shadow_limited,
-                fallbacks=again.fallbacks,
-                degraded=again.degraded,
-            )
-        return again

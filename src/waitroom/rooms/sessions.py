@@ -15,7 +15,10 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from waitroom.config.schema import Config, RoomConfig
 
 VERSION = "v1"
 PENDING = "p1"
@@ -27,6 +30,10 @@ TICKET = "q1"
 keeps in the line) and its ticket number (in the payload's third field). It admits nobody: the
 store says, on each ask, whether the ticket is still in the line and whether its turn has come.
 A ticket the store no longer holds (dropped, used, from before a data loss) is no ticket."""
+MARKED = "q2"
+"""A ticket with a *mark* (two more payload fields): what the store last said of its place, for the
+replicas' line views (rooms/line_view.py): uncalled tickets ahead of it (at least), and the line's
+served counter then. It admits nobody either; a replica without a view ignores the mark."""
 MAX_TOKEN_LENGTH = 512
 """Longer cookie values are not even decoded."""
 MIN_KEY_LENGTH = 16
@@ -42,6 +49,8 @@ class Session:
     session_id: str
     issued_at: int
     expires_at: int
+    mark: tuple[int, int] | None = None
+    """A marked ticket's (uncalled ahead, served then); None for every other token."""
 
 
 def _b64encode(raw: bytes) -> str:
@@ -66,11 +75,14 @@ class SessionIds:
     """Where new session ids come from: random, except that a flow replay hands over the ids its
     recording gave out (`recorded`), so that a replay decides on the ids its recorded cookies hold."""
 
-    def __init__(self) -> None:
+    def __init__(self, fresh: Callable[[], str] = new_session_id) -> None:
         self.recorded: list[str] = []
+        self.fresh = fresh
+        """Where an id comes from when no recorded one is left: random; `waitroom simulate` numbers
+        them, so that a run (and a scheduled opening's shuffle of its ids) can be reproduced."""
 
     def __call__(self) -> str:
-        return self.recorded.pop(0) if self.recorded else new_session_id()
+        return self.recorded.pop(0) if self.recorded else self.fresh()
 
 
 def token_session_id(token: str) -> str | None:
@@ -154,24 +166,39 @@ class SessionCodec:
         event's shuffle seed (queue.event_seed)."""
         return hmac.new(self._keys[0], label.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def issue_ticket(self, room: str, session_id: str, number: int, expires_at: float, bind: str = "") -> str:
+    def purpose_keys(self, purpose: str) -> list[bytes]:
+        """Keys for signing something else than cookies (proof-of-work challenges): one per signing
+        key, in the same order (the first signs, all verify), bound to `purpose`."""
+        return [hmac.new(key, purpose.encode(), hashlib.sha256).digest() for key in self._keys]
+
+    def issue_ticket(
+        self,
+        room: str,
+        session_id: str,
+        number: int,
+        expires_at: float,
+        bind: str = "",
+        mark: tuple[int, int] | None = None,
+    ) -> str:
         """A ticket for `room`; `number` 0 when the store's answer was lost (the id is what counts).
         `bind`: the visitor's User-Agent, which the signature covers (the token does not carry it):
-        the ticket is good only with the same one."""
-        return self.encode(Session(room, session_id, number, int(expires_at)), TICKET, bind)[1]
+        the ticket is good only with the same one. `mark`: see MARKED."""
+        session = Session(room, session_id, number, int(expires_at), mark)
+        return self.encode(session, MARKED if mark is not None else TICKET, bind)[1]
 
     def ticket(self, token: str | None, room: str, now: float, bind: str = "") -> Session | None:
         """The ticket in a genuine, unexpired ticket token for `room`, issued with the same `bind`
         (`issued_at` holds its number); else None."""
-        ticket = self._genuine(token, TICKET, bind)
+        ticket = self._genuine(token, TICKET, bind) or self._genuine(token, MARKED, bind)
         if ticket is None or ticket.room != room or ticket.expires_at <= now:
             return None
         return ticket
 
     def encode(self, session: Session, version: str = VERSION, bind: str = "") -> tuple[Session, str]:
-        payload = "|".join(
-            (version, session.room, session.session_id, str(session.issued_at), str(session.expires_at))
-        ).encode()
+        parts = [version, session.room, session.session_id, str(session.issued_at), str(session.expires_at)]
+        if session.mark is not None:
+            parts += [str(session.mark[0]), str(session.mark[1])]
+        payload = "|".join(parts).encode()
         token = f"{_b64encode(payload)}.{_b64encode(self._sign(self._keys[0], _bound(payload, bind)))}"
         return session, token
 
@@ -206,13 +233,21 @@ class SessionCodec:
         if not genuine:
             return None
         try:
-            version, token_room, session_id, issued, expires = payload.decode().split("|")
-            session = Session(token_room, session_id, int(issued), int(expires))
+            version, token_room, session_id, issued, expires, *marked = payload.decode().split("|")
+            if version != want or len(marked) != (2 if want == MARKED else 0):
+                return None
+            mark = (int(marked[0]), int(marked[1])) if marked else None
+            session = Session(token_room, session_id, int(issued), int(expires), mark)
         except ValueError:  # also UnicodeDecodeError: a genuine key signed something else
             return None
-        return session if version == want else None
+        return session
 
 
 def _bound(payload: bytes, bind: str) -> bytes:
     """What is signed: the payload, and what the token is bound to (never sent, recomputed)."""
     return payload + b"\n" + bind.encode("utf-8", "replace") if bind else payload
+
+
+def cookie_name(config: Config, room: RoomConfig) -> str:
+    """One cookie per room, so a visitor in two rooms keeps both sessions."""
+    return f"{config.session.cookie}_{room.name}"

@@ -1,17 +1,22 @@
-"""State behind the decisions: the embedded store or Redis, behind one protocol."""
+"""State behind the decisions: the embedded store or Redis, behind one protocol made of roles."""
 
 from __future__ import annotations
 
 import time
 
-from waitroom.config import StoreConfig
+from waitroom.config.store import StoreConfig
 from waitroom.store.base import (
+    ActivityStore,
     Admission,
     Clock,
+    LineStore,
     Overloaded,
+    OverrideStore,
     QueuePolicy,
     QueueState,
+    RateStore,
     RoomPolicy,
+    RoomStore,
     Store,
     StoreError,
     Turn,
@@ -19,13 +24,18 @@ from waitroom.store.base import (
 from waitroom.store.memory import MemoryStore
 
 __all__ = [
+    "ActivityStore",
     "Admission",
     "Clock",
+    "LineStore",
     "MemoryStore",
     "Overloaded",
+    "OverrideStore",
     "QueuePolicy",
     "QueueState",
+    "RateStore",
     "RoomPolicy",
+    "RoomStore",
     "Store",
     "StoreError",
     "Turn",
@@ -39,7 +49,7 @@ def open_store(config: StoreConfig, clock: Clock = time.time, *, redis_clock: Cl
     Redis decides by its own clock (TIME) unless `redis_clock` is given: flow replay decides by the
     recorded times, on either store."""
     if config.url.startswith("memory://"):
-        return MemoryStore(clock)
+        return MemoryStore(clock, config.max_keys)
     from waitroom.store.guard import CircuitBreaker, GuardedStore
     from waitroom.store.redis import RedisStore  # only deployments that use Redis import it
 

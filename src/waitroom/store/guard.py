@@ -1,22 +1,6 @@
-"""Bounded, fail-fast access to a remote store: a deadline on every call and a circuit breaker.
-
-mitmproxy disarms its own timeouts while a hook runs, so without a bound a slow Redis would hold the
-visitor for as long as it likes. The bound must measure Redis, not the proxy: in a burst, hundreds of
-requests share one event loop, and a reply that came back in a millisecond can wait 100 ms in the
-socket before the loop gets to read it. A plain `asyncio.timeout` counts that wait as Redis's, calls
-Redis failed when it was not, and hands the busiest minute to the failure policy.
-
-So a call's deadline (`store.timeout`) is judged by a timer that knows whether the loop was free:
-- the timer fires on time (the loop was idle enough to run it) and the call has no answer: Redis is
-  slow or gone. That is a store failure: the failure policy decides and the breaker counts it.
-- the timer fires late (the loop was busy, so the answer may be sitting unread): the deadline moves
-  to `timeout` after now, so Redis gets its full time on a loop that can read it.
-- but no call waits for more than `max_wait` in all: past it the proxy is saturated, and the request
-  is *shed* (`Overloaded`): never a failure of the store, never an admission without the shared window.
-
-The breaker opens after `failures` store failures in a row and then skips the store for `cool_down`.
-It is closed again by a probe (a PING with a generous bound, not a visitor's decision), so a Redis that
-is healthy but slower than `timeout` still brings it back.
+"""Bounded, fail-fast access to a remote store: mitmproxy disarms its own timeouts while a hook runs,
+so every call gets a Deadline that measures Redis and not a busy event loop, and a circuit breaker
+skips a failing store. See docs/design.md, Algorithms (timeouts, overload, the breaker).
 """
 
 from __future__ import annotations
@@ -33,6 +17,7 @@ from waitroom.metrics import METRICS
 from waitroom.store.base import (
     Admission,
     Clock,
+    LineGlance,
     Overloaded,
     QueuePolicy,
     QueueState,
@@ -52,6 +37,18 @@ LATE = 0.005
 """A timer that runs this much after its time found the event loop busy."""
 PROBE_TIMEOUT = 2.0
 """The least time a breaker probe (PING) gets; a healthy but slow Redis answers within it."""
+LINE_PROBES = 3
+"""An open circuit probes at least this many times per grace of a `fifo` room whose visitors ask:
+a called visitor whose polls reach only replicas that stopped asking the store would lose its call
+(the grace runs from the store's point of view). With the store back, every replica that hears the
+line asks it again within a third of the grace, and a called visitor polling at its interval is
+heard in time (a cool_down longer than the grace left one replica deaf while the others had moved
+on, and let later tickets in seconds before it)."""
+
+
+def _line_probes(room: QueuePolicy) -> float:
+    """How long a line's calls let an open circuit wait before a probe (LINE_PROBES)."""
+    return room.grace / LINE_PROBES
 
 
 class BreakerState(StrEnum):
@@ -73,9 +70,11 @@ class CircuitBreaker:
         """May a call go to the store now? Not while open: a probe decides when it closes."""
         return self.state is BreakerState.CLOSED
 
-    def probe_due(self) -> bool:
-        """Open for `cool_down`: time for one probe (the caller runs it, then reports)."""
-        if self.state is BreakerState.OPEN and self._clock() - self._opened_at >= self.cool_down:
+    def probe_due(self, within: float | None = None) -> bool:
+        """Open for `cool_down`, or for `within` when that is shorter: time for one probe (the
+        caller runs it, then reports)."""
+        wait = self.cool_down if within is None else min(self.cool_down, within)
+        if self.state is BreakerState.OPEN and self._clock() - self._opened_at >= wait:
             self.state = BreakerState.HALF_OPEN
             return True
         return False
@@ -179,17 +178,25 @@ class GuardedStore:
         self.breaker = breaker
         self._probe: asyncio.Task[None] | None = None
 
-    async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
-        return await self._guarded("admit", self.inner.admit(room, session_id))
+    async def admit(self, room: RoomPolicy, session_id: str, client: str = "") -> Admission:
+        return await self._guarded("admit", self.inner.admit(room, session_id, client))
 
     async def queue(self, room: QueuePolicy, session_id: str, client: str = "") -> Turn:
-        return await self._guarded("queue", self.inner.queue(room, session_id, client))
+        return await self._guarded("queue", self.inner.queue(room, session_id, client), _line_probes(room))
 
     async def queue_state(self, room: QueuePolicy) -> QueueState:
         return await self._guarded("queue_state", self.inner.queue_state(room))
 
-    async def touch(self, room: str, ttl: float, seen: Sequence[tuple[str, float]]) -> list[str]:
-        return await self._guarded("touch", self.inner.touch(room, ttl, seen))
+    async def heartbeat(self, room: QueuePolicy, session_ids: Sequence[str]) -> int:
+        return await self._guarded("heartbeat", self.inner.heartbeat(room, session_ids), _line_probes(room))
+
+    async def still_here(self, room: QueuePolicy, beats: Sequence[tuple[str, float]]) -> LineGlance:
+        return await self._guarded("still_here", self.inner.still_here(room, beats), _line_probes(room))
+
+    async def touch(
+        self, room: str, ttl: float, seen: Sequence[tuple[str, float]], max_active: int = 0
+    ) -> list[str]:
+        return await self._guarded("touch", self.inner.touch(room, ttl, seen, max_active))
 
     async def release(self, room: str, session_id: str, ttl: float) -> bool:
         return await self._guarded("release", self.inner.release(room, session_id, ttl))
@@ -206,33 +213,39 @@ class GuardedStore:
     async def overrides(self) -> dict[str, str]:
         return await self._guarded("overrides", self.inner.overrides())
 
+    async def overrides_and_epoch(self, mark: str) -> tuple[dict[str, str], str]:
+        return await self._guarded("overrides", self.inner.overrides_and_epoch(mark))
+
     async def set_overrides(self, changes: dict[str, str | None]) -> None:
         await self._guarded("set_overrides", self.inner.set_overrides(changes))
 
     async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
         await self._guarded("record", self.inner.record(room, admissions, now))
 
-    async def _guarded[T](self, operation: str, call: Coroutine[Any, Any, T]) -> T:
+    async def _guarded[T](
+        self, operation: str, call: Coroutine[Any, Any, T], probe_within: float | None = None
+    ) -> T:
+        """`probe_within`: probe an open circuit at least this often while such calls come."""
         if not self.breaker.allow():
             call.close()  # never awaited: the store is not asked
-            if self.breaker.probe_due():
+            if self.breaker.probe_due(probe_within):
                 self._start_probe()
-            METRICS.store_errors.labels(operation, "circuit_open").inc()
+            METRICS.store.errors.labels(operation, "circuit_open").inc()
             raise StoreError("circuit open")
         started = time.perf_counter()
         try:
             async with Deadline(self.timeout, self.max_wait):
                 result = await call
         except Overloaded:
-            METRICS.store_errors.labels(operation, "overloaded").inc()
+            METRICS.store.errors.labels(operation, "overloaded").inc()
             raise  # the proxy's own saturation: shed, and not held against the store
         except Exception as e:  # any failure of the store (even a client library bug) is the policy's case
             self.breaker.failed()
             kind = "timeout" if isinstance(e, TimeoutError) else "error"
-            METRICS.store_errors.labels(operation, kind).inc()
+            METRICS.store.errors.labels(operation, kind).inc()
             raise StoreError(str(e) or type(e).__name__, maybe_done=_maybe_done(e)) from e
         finally:
-            METRICS.store_duration.labels(operation).observe(time.perf_counter() - started)
+            METRICS.store.duration.labels(operation).observe(time.perf_counter() - started)
         self.breaker.succeeded()
         return result
 

@@ -1,15 +1,22 @@
-"""A `fifo` room's line in the embedded store: tickets in order, who asked when, who was called.
-
-Its own module so that memory_rooms.py, which runs the line, stays readable (issue 17)."""
+"""A `fifo` room's line in the embedded store: tickets in order, who asked when, who was called."""
 
 from __future__ import annotations
 
 import bisect
+import heapq
+from collections import OrderedDict
 from dataclasses import dataclass, field
+
+MINUTE = 60_000_000
+"""µs: the period of tickets_per_ip."""
+PRUNE_BATCH = 256
+"""Addresses whose minute has passed that one operation forgets, at most (each adds at most one)."""
+BIG_TABLE = 4096
+"""A table that grew past this many addresses is replaced once empty, so its memory goes back."""
 
 
 @dataclass(slots=True)
-class _Line:
+class MemoryLine:
     """A `fifo` room's line, as the Redis keys of room_queue.lua hold it (all times in µs)."""
 
     numbers: list[int] = field(default_factory=list)
@@ -19,47 +26,121 @@ class _Line:
     holders: dict[int, str] = field(default_factory=dict)
     """Ticket number → session id."""
     seen: dict[str, int] = field(default_factory=dict)
-    """Session id → last ask, in the order of the last ask (refreshing moves it to the end)."""
+    """Session id → when it is due back: its last ask plus the poll interval it was given."""
+    dues: list[tuple[int, str]] = field(default_factory=list)
+    """A heap of (due back, session id) over `seen`; an entry whose time is no longer the ticket's
+    is skipped when it comes up (a refresh pushes a new one)."""
     called: dict[str, int] = field(default_factory=dict)
-    """Session id → when its turn came, in the order called (always the head of the line)."""
+    """Session id → when its grace starts (its call, or its due-back time if later), in the order
+    called (always the head of the line)."""
+    calls: int = 0
+    """Tickets called, ever (room_queue.lua's served counters)."""
+    out: int = 0
+    """Tickets that left the line, ever."""
+    lapsed: dict[str, int] = field(default_factory=dict)
+    """Session id → when its call lapsed: called, not used within grace, and not asked since. It
+    keeps its number (room_queue.lua says why) and is not called again before its holder asks."""
     joined: dict[str, int] = field(default_factory=dict)
+    last_ask: int = 0
+    """When anyone last asked (µs): a longer silence than half the grace (plus what the longest poll
+    interval adds) moves the calls on."""
     counter: int = 0
-    tickets_from: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """Client address hash → (tickets this minute, when the minute ends)."""
+    tickets_from: OrderedDict[str, tuple[int, int]] = field(default_factory=OrderedDict)
+    """Client address hash → (tickets this minute, when the minute ends), in the order the minutes
+    end: entries whose minute has passed are dropped from the front (as Redis expires them). Ordered
+    by a linked list: a plain dict's first key is O(deleted) to find after deletions at the front."""
+    _table_grew: bool = False
+    """`tickets_from` grew past BIG_TABLE since it was last made."""
+
+    def new_ticket_from(self, client: str, now: int) -> tuple[int, int]:
+        """One more new ticket for `client` (tickets_per_ip): its tickets this minute, with this
+        one, and when the minute ends."""
+        self.forget_passed_minutes(now)
+        issued, until = self.tickets_from.get(client, (0, 0))
+        if until <= now:  # a new minute goes last, where the latest end is
+            self.tickets_from.pop(client, None)
+            issued, until = 0, now + MINUTE
+        self.tickets_from[client] = (issued + 1, until)  # a running minute keeps its place
+        self._table_grew = self._table_grew or len(self.tickets_from) > BIG_TABLE
+        return issued + 1, until
+
+    def forget_passed_minutes(self, now: int) -> None:
+        """Drop up to PRUNE_BATCH addresses whose minute has passed, from the front: the table
+        holds only those that asked in the last minute (as Redis expires their keys), plus a
+        backlog that every operation shrinks, and no operation stalls the loop on a big one."""
+        table = self.tickets_from
+        forget_expired_front(table, now)
+        if not table and self._table_grew:  # a dict never gives back its size: a new one does
+            self.tickets_from, self._table_grew = OrderedDict(), False
 
     def leave(self, sid: str) -> None:
         number = self.tickets.pop(sid, None)
         if number is not None:
             del self.numbers[bisect.bisect_left(self.numbers, number)]
             del self.holders[number]
+            self.out += 1
         self.seen.pop(sid, None)
         self.called.pop(sid, None)
+        self.lapsed.pop(sid, None)
         self.joined.pop(sid, None)
 
-    def drop_stale(self, now: int, abandon_after: int, grace: int) -> None:
-        """Abandoned tickets (oldest ask first), then called ones left unused (earliest call first)."""
-        for table, limit in ((self.seen, now - abandon_after), (self.called, now - grace)):
-            stale = []
-            for sid, at in table.items():
-                if at > limit:
-                    break
-                stale.append(sid)
-            for sid in stale:
+    def drop_stale(self, now: int, abandon_after: int, grace: int, longer: int = 0) -> None:
+        """Abandoned tickets leave (oldest ask first); called ones left unused lapse (earliest call
+        first); and the addresses whose tickets_per_ip minute has passed are forgotten."""
+        self.forget_passed_minutes(now)
+        if self.last_ask and now - self.last_ask > grace / 2 + longer:  # room_queue.lua says why
+            silence = now - self.last_ask
+            self.called = {sid: at + silence for sid, at in self.called.items()}
+        self.last_ask = now
+        self.drop_abandoned(now, abandon_after)
+        # Graces start at different times (a call, or a later due-back time): a scan of the called
+        # tickets, at most new_sessions of them.
+        for sid in [sid for sid, at in self.called.items() if at <= now - grace]:
+            del self.called[sid]
+            self.lapsed[sid] = now
+
+    def drop_abandoned(self, now: int, abandon_after: int) -> None:
+        """Tickets due back more than abandon_after ago leave (the earliest due first)."""
+        dues, limit = self.dues, now - abandon_after
+        while dues and dues[0][0] <= limit:
+            due, sid = heapq.heappop(dues)
+            if self.seen.get(sid) == due:
                 self.leave(sid)
 
+    def due_back(self, sid: str, at: int, *, later_only: bool = False) -> None:
+        """`sid` is due back at `at` (with `later_only`, unless it is due later already)."""
+        if later_only and self.seen.get(sid, at) > at:
+            return
+        self.seen[sid] = at
+        heapq.heappush(self.dues, (at, sid))
+        if len(self.dues) > 4 * len(self.seen) + 1024:  # superseded entries: rebuild now and then
+            self.dues = [(due, member) for member, due in self.seen.items()]
+            heapq.heapify(self.dues)
+
     def call(self, free: int, now: int) -> int:
-        """Call the next `free` uncalled tickets, in order; how many were called."""
+        """Call the next `free` uncalled tickets, in order (not the lapsed ones); how many were
+        called."""
         done = 0
-        for number in self.numbers[: len(self.called) + max(0, free)]:
+        for number in self.numbers[: len(self.called) + len(self.lapsed) + max(0, free)]:
             sid = self.holders[number]
-            if done < free and sid not in self.called:
-                self.called[sid] = now
+            if done < free and sid not in self.called and sid not in self.lapsed:
+                self.called[sid] = max(now, self.seen.get(sid, now))  # room_queue.lua says why
                 done += 1
+        self.calls += done
         return done
 
     def join(self, sid: str, now: int, number: int) -> None:
         self.tickets[sid] = number
         self.holders[number] = sid
         bisect.insort(self.numbers, number)
-        self.seen[sid] = now
+        self.due_back(sid, now)
         self.joined[sid] = now
+
+
+def forget_expired_front[K, V](table: OrderedDict[K, tuple[V, int]], now: int) -> None:
+    """Drop up to PRUNE_BATCH entries `(value, expires)` whose time has passed, from the front of a
+    table kept in the order of expiry: no operation stalls the loop on a big backlog."""
+    for _ in range(PRUNE_BATCH):
+        if not table or next(iter(table.values()))[1] > now:
+            break
+        table.popitem(last=False)

@@ -1,6 +1,6 @@
 """The Redis store: every replica sees one exact window.
 
-Each decision is one Lua script (EVALSHA, reloaded by redis-py on NOSCRIPT after a Redis restart).
+Each decision is one Lua script (EVALSHA, loaded again when Redis answers NOSCRIPT after a restart).
 The client and its URL forms are in redis_client.py, the room operations in redis_rooms.py; this
 module holds the rate limiter's script, the overrides and the connection's life.
 """
@@ -16,19 +16,38 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from waitroom.config import StoreConfig
-from waitroom.store.base import MICROS, Clock, RateCheck, RateResult
+from waitroom.config.store import StoreConfig
+from waitroom.store.base import (
+    MICROS,
+    Admission,
+    Clock,
+    LineGlance,
+    QueuePolicy,
+    QueueState,
+    RateCheck,
+    RateResult,
+    RoomPolicy,
+    RoomState,
+    Turn,
+)
 from waitroom.store.pipelined import PipelinedConnection, PipelinedScript
-from waitroom.store.redis_client import CLIENT_TIMEOUT, _hosts, _text, client_from_url, load_lua, redis_errors
+from waitroom.store.redis_client import (
+    CLIENT_TIMEOUT,
+    client_from_url,
+    load_lua,
+    redis_errors,
+    script_time,
+    text,
+)
 from waitroom.store.redis_rooms import RedisRooms
 
-__all__ = ["CLIENT_TIMEOUT", "RedisStore", "_hosts", "client_from_url", "load_lua", "redis_errors"]
+__all__ = ["RedisStore"]
 
 _ALGORITHM_CODES = {"sliding_window": "w", "sliding_log": "l", "gcra": "g"}
 
 
-class RedisStore(RedisRooms):
-    """The whole Store protocol on Redis: the rooms (inherited, redis_rooms.py), rate limits, overrides."""
+class RedisStore:
+    """The whole Store protocol on Redis: the rooms (redis_rooms.py), rate limits and overrides."""
 
     def __init__(
         self,
@@ -43,16 +62,13 @@ class RedisStore(RedisRooms):
         """None: the Redis server's clock decides (production). Set: tests and flow replay."""
         self._fast = fast
         # The scripts on the request path go over the pipelined connection when there is one.
-        scripts: Any = (lambda source: PipelinedScript(fast, source)) if fast else client.register_script
-        self._admit = scripts(load_lua("room_admit.lua"))
-        self._rate_limit = scripts(load_lua("rate_limit.lua"))
-        self._room_state = scripts(load_lua("room_state.lua"))
-        self._room_record = scripts(load_lua("room_record.lua"))
-        self._queue = scripts(load_lua("room_queue.lua"))
-        self._queue_state = scripts(load_lua("room_queue_state.lua"))
-        self._touch = scripts(load_lua("room_touch.lua"))
-        self._release = scripts(load_lua("room_release.lua"))
+        register: Any = (lambda source: PipelinedScript(fast, source)) if fast else client.register_script
+        self.rooms = RedisRooms(client, register, key_prefix, clock)
+        self._rate_limit = register(load_lua("rate_limit.lua"))
         self.overrides_key = f"{key_prefix}:{{admin}}:overrides"
+        self.epoch_key = f"{key_prefix}:{{admin}}:epoch"
+        """The store's epoch (overrides_and_epoch): same slot as the overrides."""
+        self._overrides_and_epoch = client.register_script(load_lua("overrides_epoch.lua"))
         self._cluster = isinstance(client, RedisCluster)
 
     @classmethod
@@ -72,6 +88,38 @@ class RedisStore(RedisRooms):
             PipelinedConnection.from_url(url, bound) if parts.scheme == "redis" and not parts.query else None
         )
         return cls(client_from_url(url, bound), key_prefix, clock, fast)
+
+    async def admit(self, room: RoomPolicy, session_id: str, client: str = "") -> Admission:
+        return await self.rooms.admit(room, session_id, client)
+
+    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
+        await self.rooms.record(room, admissions, now)
+
+    async def room_state(self, room: RoomPolicy) -> RoomState:
+        return await self.rooms.room_state(room)
+
+    async def unblock(self, room: str) -> bool:
+        return await self.rooms.unblock(room)
+
+    async def queue(self, room: QueuePolicy, session_id: str, client: str = "") -> Turn:
+        return await self.rooms.queue(room, session_id, client)
+
+    async def queue_state(self, room: QueuePolicy) -> QueueState:
+        return await self.rooms.queue_state(room)
+
+    async def heartbeat(self, room: QueuePolicy, session_ids: Sequence[str]) -> int:
+        return await self.rooms.heartbeat(room, session_ids)
+
+    async def still_here(self, room: QueuePolicy, beats: Sequence[tuple[str, float]]) -> LineGlance:
+        return await self.rooms.still_here(room, beats)
+
+    async def touch(
+        self, room: str, ttl: float, seen: Sequence[tuple[str, float]], max_active: int = 0
+    ) -> list[str]:
+        return await self.rooms.touch(room, ttl, seen, max_active)
+
+    async def release(self, room: str, session_id: str, ttl: float) -> bool:
+        return await self.rooms.release(room, session_id, ttl)
 
     def rate_key(self, check: RateCheck) -> str:
         return f"{self._prefix}:{{rl:{check.rule}:{check.key}}}:{_ALGORITHM_CODES[check.algorithm]}"
@@ -103,7 +151,7 @@ class RedisStore(RedisRooms):
         return [r if r is not None else RateResult(True, checks[i].limit, 0.0) for i, r in enumerate(results)]
 
     async def _hit_one_slot(self, checks: Sequence[RateCheck]) -> list[RateResult]:
-        args: list[str | int] = [self._now_arg()]
+        args: list[str | int] = [script_time(self._clock)]
         for c in checks:
             args += [
                 _ALGORITHM_CODES[c.algorithm],
@@ -111,18 +159,26 @@ class RedisStore(RedisRooms):
                 round(c.per * MICROS),
                 c.burst or 0,
                 int(c.shadow),
+                round(c.max_delay * MICROS),
             ]
         with redis_errors():
             reply = await self._rate_limit(keys=[self.rate_key(c) for c in checks], args=args)
         return [
-            RateResult(bool(reply[i]), int(reply[i + 1]), reply[i + 2] / MICROS)
-            for i in range(0, len(reply), 3)
+            RateResult(bool(reply[i]), int(reply[i + 1]), reply[i + 2] / MICROS, reply[i + 3] / MICROS)
+            for i in range(0, len(reply), 4)
         ]
 
     async def overrides(self) -> dict[str, str]:
         with redis_errors():
             raw = await self._client.hgetall(self.overrides_key)
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {text(k): text(v) for k, v in raw.items()}
+
+    async def overrides_and_epoch(self, mark: str) -> tuple[dict[str, str], str]:
+        with redis_errors():
+            epoch, flat = await self._overrides_and_epoch(
+                keys=[self.overrides_key, self.epoch_key], args=[mark]
+            )
+        return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}, text(epoch)
 
     async def set_overrides(self, changes: dict[str, str | None]) -> None:
         updates = {k: v for k, v in changes.items() if v is not None}

@@ -1,4 +1,5 @@
-"""The Redis store's client: one redis-py asyncio client for any supported URL, and its errors.
+"""The Redis store's client: one redis-py asyncio client for any supported URL, its errors, and the
+scripts' sources and time argument.
 
 URL forms (see docs/stores.md):
 - `redis://[[user]:password@]host[:port][/db]` and `rediss://...` (TLS)
@@ -7,7 +8,7 @@ URL forms (see docs/stores.md):
 - `redis+cluster://[[user]:password@]host:port[,host:port...]` — any reachable nodes; the client
   discovers the rest
 
-Apart from redis.py so that the counter (store/counts.py) builds the same clients without the store.
+The counter (counter/counts.py) makes its clients here too, without the store.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from waitroom.store.base import StoreError
+from waitroom.store.base import MICROS, Clock, StoreError
 
 CLIENT_TIMEOUT = 2.0
 """The least socket timeout given to the Redis clients (see for_url)."""
@@ -42,11 +43,19 @@ def redis_errors() -> Iterator[None]:
         raise StoreError(f"redis: {type(e).__name__}") from e
 
 
+INCLUDE = "--#include "
+"""A script's line `--#include NAME.lua` stands for that file's text (the departures' functions)."""
+
+
 def load_lua(name: str) -> str:
-    return resources.files("waitroom.store").joinpath("lua", name).read_text(encoding="utf-8")
+    source = resources.files("waitroom.store").joinpath("lua", name).read_text(encoding="utf-8")
+    return "\n".join(
+        load_lua(line.removeprefix(INCLUDE).strip()) if line.startswith(INCLUDE) else line
+        for line in source.splitlines()
+    )
 
 
-def _hosts(netloc: str, default_port: int) -> tuple[str | None, str | None, list[tuple[str, int]]]:
+def parse_hosts(netloc: str, default_port: int) -> tuple[str | None, str | None, list[tuple[str, int]]]:
     """`user:pass@h1:p1,h2:p2` → (user, password, [(h1, p1), (h2, p2)])."""
     user = password = None
     if "@" in netloc:
@@ -80,7 +89,7 @@ def client_from_url(url: str, timeout: float) -> Any:
         return aioredis.Redis.from_url(url, **common)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     if parts.scheme == "redis+cluster":
-        user, password, nodes = _hosts(parts.netloc, 6379)
+        user, password, nodes = parse_hosts(parts.netloc, 6379)
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in nodes],
             username=user,
@@ -89,7 +98,7 @@ def client_from_url(url: str, timeout: float) -> Any:
             **common,
         )
     if parts.scheme == "redis+sentinel":
-        user, password, nodes = _hosts(parts.netloc, 26379)
+        user, password, nodes = parse_hosts(parts.netloc, 26379)
         path = [p for p in parts.path.split("/") if p]
         if not path:
             raise ValueError("redis+sentinel:// URLs name the service: redis+sentinel://host:26379/mymaster")
@@ -107,5 +116,10 @@ def client_from_url(url: str, timeout: float) -> Any:
     raise ValueError(f"unsupported store URL scheme {parts.scheme!r}")
 
 
-def _text(value: bytes | str) -> str:
+def script_time(clock: Clock | None) -> str:
+    """The time argument of a script: its clock's time in µs, or "" for the Redis server's (TIME)."""
+    return "" if clock is None else str(round(clock() * MICROS))
+
+
+def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

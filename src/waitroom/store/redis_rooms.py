@@ -1,37 +1,55 @@
 """The Redis store's rooms: each room operation is one Lua script on the room's keys.
 
-Keys are `<key_prefix>:{room:<name>}:log|blocked|active|released` (and, for a `fifo` room's line,
-`line|seen|called|joined|tickets`); the hash tag keeps a room's keys in one slot.
+Keys are `<key_prefix>:{room:<name>}:log|blocked|active|released|departed` (and, for a `fifo` room's
+line, `line|seen|called|joined|tickets|lapsed|served`; per client address, `tickets-from:<hash>` and
+`holds:<hash>`); the hash tag keeps a room's keys in one slot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from waitroom.store.base import MICROS, Admission, Clock, QueuePolicy, QueueState, RoomPolicy, RoomState, Turn
-from waitroom.store.redis_client import _text, redis_errors
+from waitroom.store.base import (
+    MICROS,
+    NOBODY_INSIDE,
+    Admission,
+    Clock,
+    Inside,
+    LineGlance,
+    QueuePolicy,
+    QueueState,
+    RoomPolicy,
+    RoomState,
+    Turn,
+)
+from waitroom.store.redis_client import load_lua, redis_errors, script_time, text
 
 
 class RedisRooms:
-    """The room operations of the Store protocol, which RedisStore inherits. RedisStore's constructor
-    sets what they use, the scripts included: they are registered in one place, in one order."""
+    """The room operations of the Store protocol on Redis; RedisStore holds one."""
 
-    _client: Any
-    _prefix: str
-    _clock: Clock | None
-    _admit: Any
-    _room_state: Any
-    _room_record: Any
-    _queue: Any
-    _queue_state: Any
-    _touch: Any
-    _release: Any
+    def __init__(
+        self, client: Any, register: Callable[[str], Any], key_prefix: str, clock: Clock | None
+    ) -> None:
+        """`register(source)`: a callable script, on the connection the request path uses;
+        `clock`: None for the Redis server's own (see script_time)."""
+        self._client = client
+        self._prefix = key_prefix
+        self._clock = clock
+        self._admit = register(load_lua("room_admit.lua"))
+        self._room_state = register(load_lua("room_state.lua"))
+        self._room_record = register(load_lua("room_record.lua"))
+        self._queue = register(load_lua("room_queue.lua"))
+        self._queue_state = register(load_lua("room_queue_state.lua"))
+        self._heartbeat = register(load_lua("room_heartbeat.lua"))
+        self._touch = register(load_lua("room_touch.lua"))
+        self._release = register(load_lua("room_release.lua"))
 
     def room_keys(self, room: str) -> list[str]:
-        """The admission log, the block, the active sessions, the released ones."""
+        """The admission log, the block, the active sessions, the released ones, the departures."""
         tag = f"{self._prefix}:{{room:{room}}}"
-        return [f"{tag}:log", f"{tag}:blocked", f"{tag}:active", f"{tag}:released"]
+        return [f"{tag}:log", f"{tag}:blocked", f"{tag}:active", f"{tag}:released", f"{tag}:departed"]
 
     def queue_keys(self, room: str) -> list[str]:
         """The admission log (shared with `block`: a room may change order), then the line's."""
@@ -53,42 +71,73 @@ class RedisRooms:
             round(room.grace * MICROS),
         ]
 
-    def _now_arg(self) -> str:
-        return "" if self._clock is None else str(round(self._clock() * MICROS))
-
-    async def admit(self, room: RoomPolicy, session_id: str) -> Admission:
-        args = [
+    async def admit(self, room: RoomPolicy, session_id: str, client: str = "") -> Admission:
+        args: list[str | int] = [
             room.new_sessions,
             round(room.window * MICROS),
             round(room.block_for * MICROS),
             session_id,
-            self._now_arg(),
+            script_time(self._clock),
             room.max_active,
             round(room.ttl * MICROS),
+            room.places_per_ip,
+            client if room.places_per_ip else "",
         ]
+        log, blocked, active, released, departed = self.room_keys(room.name)
+        keys = [log, blocked, active, departed, released, self._holds_key(room.name, client)]
         with redis_errors():
-            reply = await self._admit(keys=self.room_keys(room.name)[:3], args=args)
-        admitted, blocked_until, started, now = reply
-        return Admission(bool(admitted), blocked_until / MICROS, bool(started), now / MICROS)
+            reply = await self._admit(keys=keys, args=args)
+        admitted, blocked_until, started, now = reply[:4]
+        if len(reply) == 4:
+            return Admission(bool(admitted), blocked_until / MICROS, bool(started), now / MICROS)
+        return Admission(
+            bool(admitted),
+            blocked_until / MICROS,
+            bool(started),
+            now / MICROS,
+            next_free=reply[4] / MICROS,
+            inside=_inside(reply[5:8]),
+            holding=len(reply) > 8 and reply[8] == 1,
+            spent=len(reply) > 8 and reply[8] == 2,
+        )
+
+    def _holds_key(self, room: str, client: str) -> str:
+        """An address's holds (holds.lua); with no address, a name no script writes to."""
+        return f"{self._prefix}:{{room:{room}}}:holds:{client}"
 
     async def queue(self, room: QueuePolicy, session_id: str, client: str = "") -> Turn:
         args = [
             *self._queue_args(room),
             session_id,
             "1" if room.hold else "",
-            self._now_arg(),
+            script_time(self._clock),
             room.max_active,
             round(room.ttl * MICROS),
             round(room.opens_at * MICROS),
             room.seed,
             room.tickets_per_ip,
+            room.places_per_ip,
+            room.draws_per_ip,
+            client,
+            round(room.retry_after * MICROS),
+            round(room.max_retry_after * MICROS),
         ]
-        keys = [*self.queue_keys(room.name), self.room_keys(room.name)[2]]
-        if room.tickets_per_ip and client:
-            keys.append(f"{self._prefix}:{{room:{room.name}}}:tickets-from:{client}")
+        room_keys = self.room_keys(room.name)
+        tag = f"{self._prefix}:{{room:{room.name}}}"
+        keys = [
+            *self.queue_keys(room.name),
+            room_keys[2],
+            room_keys[4],
+            f"{tag}:lapsed",
+            room_keys[3],
+            f"{tag}:tickets-from:{client}",
+            self._holds_key(room.name, client),
+            f"{tag}:served",
+        ]
         with redis_errors():
             reply = await self._queue(keys=keys, args=args)
-        admitted, ticket, position, length, called, slot, now, state = reply
+        admitted, ticket, position, length, called, slot, now, state = reply[:8]
+        interval, calls, out, lapsed, in_window = reply[8:13] if len(reply) >= 13 else (0, 0, 0, 0, 0)
         return Turn(
             bool(admitted),
             int(ticket),
@@ -100,42 +149,92 @@ class RedisRooms:
             prequeue=state == 1,
             refused=state == 2,
             used=state == 3,
+            inside=_inside(reply[13:16]),
+            interval=interval / MICROS,
+            calls=int(calls),
+            out=int(out),
+            lapsed=int(lapsed),
+            in_window=int(in_window),
         )
 
-    async def touch(self, room: str, ttl: float, seen: Sequence[tuple[str, float]]) -> list[str]:
-        args: list[str | int] = [round(ttl * MICROS), self._now_arg()]
+    async def touch(
+        self, room: str, ttl: float, seen: Sequence[tuple[str, float]], max_active: int = 0
+    ) -> list[str]:
+        args: list[str | int] = [round(ttl * MICROS), script_time(self._clock), max_active]
         for session_id, ago in seen:
             args += [session_id, max(0, round(ago * MICROS))]
         with redis_errors():
-            gone = await self._touch(keys=self.room_keys(room)[2:], args=args)
-        return [_text(sid) for sid in gone]
+            gone = await self._touch(keys=self.room_keys(room)[2:5], args=args)
+        return [text(sid) for sid in gone]
 
     async def release(self, room: str, session_id: str, ttl: float) -> bool:
-        keys = [*self.room_keys(room)[2:], *self.queue_keys(room)[1:5]]
+        active, released, departed = self.room_keys(room)[2:5]
+        keys = [active, released, *self.queue_keys(room)[1:5], departed, self._served(room)]
         with redis_errors():
             return bool(
-                await self._release(keys=keys, args=[session_id, round(ttl * MICROS), self._now_arg()])
+                await self._release(
+                    keys=keys, args=[session_id, round(ttl * MICROS), script_time(self._clock)]
+                )
             )
 
     async def queue_state(self, room: QueuePolicy) -> QueueState:
-        args = [*self._queue_args(room), self._now_arg()]
+        ttl = round(room.ttl * MICROS) if room.max_active else 0  # no cap: no places inside to read
+        args = [*self._queue_args(room), script_time(self._clock), ttl]
+        room_keys = self.room_keys(room.name)
+        keys = [*self.queue_keys(room.name)[:5], room_keys[2], room_keys[4]]
         with redis_errors():
-            reply = await self._queue_state(keys=self.queue_keys(room.name)[:5], args=args)
-        length, called, oldest, in_window, slot, now = reply
+            reply = await self._queue_state(keys=keys, args=args)
+        length, called, oldest, in_window, slot, now = reply[:6]
         waited = (now - oldest) / MICROS if oldest else 0.0
         return QueueState(
-            int(length), int(called), max(0.0, waited), int(in_window), slot / MICROS, now / MICROS
+            int(length),
+            int(called),
+            max(0.0, waited),
+            int(in_window),
+            slot / MICROS,
+            now / MICROS,
+            _inside(reply[6:9]) if room.max_active else NOBODY_INSIDE,
         )
 
+    def _served(self, room: str) -> str:
+        return f"{self._prefix}:{{room:{room}}}:served"
+
+    async def heartbeat(self, room: QueuePolicy, session_ids: Sequence[str]) -> int:
+        if not session_ids:
+            return 0
+        glance = await self.still_here(room, [(sid, 0.0) for sid in session_ids])
+        return sum(1 for rank in glance.ranks if rank is not None)
+
+    async def still_here(self, room: QueuePolicy, beats: Sequence[tuple[str, float]]) -> LineGlance:
+        abandon, grace = self._queue_args(room)[2:4]
+        args: list[str | int] = [
+            abandon,
+            grace,
+            round(max(room.retry_after, room.max_retry_after) * MICROS),
+            script_time(self._clock),
+            round(room.window * MICROS),
+            round(room.retry_after * MICROS),
+        ]
+        for session_id, due_in in beats:
+            args += [session_id, max(0, round(due_in * MICROS))]
+        log, line, seen, called, joined, counter = self.queue_keys(room.name)
+        tag = f"{self._prefix}:{{room:{room.name}}}"
+        keys = [line, seen, called, joined, counter, self._served(room.name), f"{tag}:lapsed", log]
+        with redis_errors():
+            reply = await self._heartbeat(keys=keys, args=args)
+        now, length, ncalled, lapsed, in_window, calls, out = (int(v) for v in reply[:7])
+        ranks = tuple(None if int(rank) < 0 else int(rank) for rank in reply[7:])
+        return LineGlance(now / MICROS, length, ncalled, lapsed, in_window, calls, out, ranks)
+
     async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
-        args: list[str | int] = [round(room.window * MICROS), round(now * MICROS), self._now_arg()]
+        args: list[str | int] = [round(room.window * MICROS), round(now * MICROS), script_time(self._clock)]
         for session_id, at in admissions:
             args += [session_id, round(at * MICROS)]
         with redis_errors():
             await self._room_record(keys=self.room_keys(room.name)[:1], args=args)
 
     async def room_state(self, room: RoomPolicy) -> RoomState:
-        args = [round(room.window * MICROS), self._now_arg(), round(room.ttl * MICROS)]
+        args = [round(room.window * MICROS), script_time(self._clock), round(room.ttl * MICROS)]
         with redis_errors():
             in_window, blocked, active = await self._room_state(keys=self.room_keys(room.name)[:3], args=args)
         return RoomState(int(in_window), blocked / MICROS, int(active))
@@ -143,3 +242,11 @@ class RedisRooms:
     async def unblock(self, room: str) -> bool:
         with redis_errors():
             return bool(await self._client.delete(self.room_keys(room)[1]))
+
+
+def _inside(reply: list[int]) -> Inside:
+    """A script's {active, departures, µs covered} (none: a room without max_active)."""
+    if len(reply) < 3:
+        return NOBODY_INSIDE
+    active, departed, span = reply
+    return Inside(int(active), int(departed), span / MICROS)

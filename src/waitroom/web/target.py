@@ -134,3 +134,10 @@ def normalize_authority(authority: str) -> str:
     if host.startswith("["):
         return host.split("]", 1)[0] + "]"
     return (host.rsplit(":", 1)[0] if ":" in host else host).rstrip(".")
+
+
+def covers(prefix: str, path: str) -> bool:
+    """True when `path` (without query) lies under `prefix`, by whole path segments."""
+    if prefix.endswith("/"):
+        return path.startswith(prefix) or path == prefix[:-1]
+    return path == prefix or path.startswith(prefix + "/")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.test import tflow
 
-from waitroom.drain import IDLE_GRACE, Drain, Timing
+from waitroom.addon.drain import IDLE_GRACE, Drain, Timing
 
 
 class Clock:

@@ -1,14 +1,17 @@
-"""runtime.Runtime and loader.ConfigLoader: build, swap, overrides and reload, without the hooks."""
+"""runtime.Runtime and config_watch.ConfigLoader: build, swap, overrides and reload, without the hooks."""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pytest
 
-from waitroom.config import ConfigError
-from waitroom.overrides import Overrides
-from waitroom.runtime import Runtime
+from waitroom.addon.runtime import Runtime
+from waitroom.config.fields import ConfigError
+from waitroom.config.overrides import Overrides
+from waitroom.store.memory import MemoryStore
 
 CONFIG = """
 rooms: [{name: shop, match: {path_prefix: /shop}, new_sessions: 2}]
@@ -32,7 +35,7 @@ def test_a_load_builds_both_deciders_on_one_store(config_file: Path) -> None:
     loaded = runtime.loaded
     assert loaded is not None
     assert loaded.decider.store is loaded.limiter.store is runtime.store
-    assert set(loaded.templates) == {"shop", "shop:closed"}  # the wait page and the closed page
+    assert set(loaded.pages.wait) == set(loaded.pages.closed) == {"shop"}  # wait page, closed page
     assert called == [True]
     runtime.load(config_file)  # a reload keeps the embedded store and its windows
     assert runtime.loaded is not loaded
@@ -87,3 +90,20 @@ async def test_the_replay_clock_stands_in_for_the_real_one() -> None:
     assert runtime.clock() == 102.5
     runtime.replay_clock.base = None
     assert runtime.clock() == 5.0
+
+
+def test_a_store_that_lost_its_data_is_said_once_with_what_it_cost(caplog: pytest.LogCaptureFixture) -> None:
+    runtime = Runtime()
+    store = MemoryStore()
+    runtime.apply_overrides({"room:shop:mode": "queue-all", "room:shop:new_sessions": "5"})
+    with caplog.at_level(logging.WARNING, logger="waitroom"):
+        runtime.saw_epoch(store, "first")  # what this replica knows the store by
+        runtime.saw_epoch(store, "first")
+        assert runtime.store_reset_at is None
+        runtime.saw_epoch(store, "second")  # another replica's mark: the data was lost
+        runtime.saw_epoch(store, "second")
+        runtime.saw_epoch(MemoryStore(), "other")  # a new store (store.url reloaded): nothing lost
+    said = [r.getMessage() for r in caplog.records if "came back empty" in r.getMessage()]
+    assert said == ["waitroom: Redis came back empty: 2 overrides lost, active counts reset"]
+    assert runtime.store_reset_at is not None
+    assert abs(runtime.store_reset_at - time.time()) < 60

@@ -1,4 +1,4 @@
-"""adminhandlers.py in-process: every admin endpoint, its token, its bodies and its refusals, served
+"""ops/handlers.py in-process: every admin endpoint, its token, its bodies and its refusals, served
 on the test's own event loop by the real routes over a real runtime (tests/ops: the same through a
 real mitmdump, across replicas)."""
 
@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from tests.unit.adminport import TOKEN, Proxy, RuntimeOperated, serving
-from waitroom.adminhandlers import MAX_BODY
-from waitroom.decide import room_policy
-from waitroom.store import StoreError
+from waitroom.ops.handlers import MAX_BODY
+from waitroom.rooms.policy import room_policy
+from waitroom.store.base import StoreError
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -106,15 +106,44 @@ async def test_unblock_ends_a_block_in_the_store(admin_proxy: Proxy) -> None:
 @pytest.mark.parametrize(
     ("content", "error"),
     [
-        (b"", "nothing to change: give new_sessions, block_for, opens_at and/or closes_at"),
-        (b"{}", "nothing to change: give new_sessions, block_for, opens_at and/or closes_at"),
+        (
+            b"",
+            "nothing to change: give any of mode, new_sessions, window, block_for, retry_after, "
+            "max_retry_after, max_active, abandon_after, grace, tickets_per_ip, places_per_ip, "
+            "draws_per_ip, opens_at, closes_at, proof_of_work, shadow",
+        ),
+        (
+            b"{}",
+            "nothing to change: give any of mode, new_sessions, window, block_for, retry_after, "
+            "max_retry_after, max_active, abandon_after, grace, tickets_per_ip, places_per_ip, "
+            "draws_per_ip, opens_at, closes_at, proof_of_work, shadow",
+        ),
         (b"not json", "the body is not JSON"),
         (b"\xff\xfe", "the body is not JSON"),
         (b"[1]", "the body must be a JSON object"),
         (b'{"new_sessions": NaN}', "the body is not JSON"),
-        (b'{"window": "1m"}', "unknown room setting 'window' (new_sessions, block_for, opens_at, closes_at)"),
+        (
+            b'{"queue": "fifo"}',
+            "unknown room setting 'queue' (known: mode, new_sessions, window, block_for, "
+            "retry_after, max_retry_after, max_active, abandon_after, grace, tickets_per_ip, "
+            "places_per_ip, draws_per_ip, opens_at, closes_at, proof_of_work, shadow)",
+        ),
+        (b'{"max_activ": 5}', None),  # "did you mean max_active?"
         (b'{"new_sessions": 0}', None),
         (b'{"block_for": "soon"}', None),
+        (b'{"max_active": 0}', None),
+        (b'{"retry_after": "0s"}', "room shop: retry_after: must be at least 1s (nothing was changed)"),
+        (b'{"tickets_per_ip": 3}', "room shop: tickets_per_ip needs queue: fifo (nothing was changed)"),
+        (b'{"proof_of_work": 16}', "room shop: proof_of_work needs queue: fifo (nothing was changed)"),
+        (b'{"proof_of_work": {"difficulty": 30}}', None),
+        (b'{"proof_of_work": "hard"}', None),
+        # issue 27's N9: far-off years and an inverted event are one clear 400
+        (b'{"closes_at": "9999-12-31T23:00:00-05:00"}', None),
+        (b'{"closes_at": "0001-01-01T00:00:00+01:00"}', None),
+        (
+            b'{"opens_at": "2030-01-01T10:00:00+00:00"}',
+            "room shop: opens_at needs queue: fifo (nothing was changed)",
+        ),
     ],
 )
 async def test_bad_room_bodies_are_400_and_change_nothing(
@@ -125,6 +154,8 @@ async def test_bad_room_bodies_are_400_and_change_nothing(
         assert answer.status_code == 400
         if error is not None:
             assert answer.json()["error"] == error
+        if b'"max_activ"' in content:
+            assert "did you mean max_active?" in answer.json()["error"]
     assert admin_proxy.runtime.overrides.values == {}
 
 
@@ -141,7 +172,7 @@ async def test_rules_set_and_reset_their_limit(admin_proxy: Proxy) -> None:
         assert (changed.status_code, changed.json()["limit"], changed.json()["configured"]) == (
             200,
             9,
-            {"limit": 5},
+            {"limit": 5, "burst": None, "max_delay": "1s", "shadow": False},
         )
         loaded = admin_proxy.runtime.loaded
         assert loaded is not None
@@ -149,6 +180,11 @@ async def test_rules_set_and_reset_their_limit(admin_proxy: Proxy) -> None:
         assert (await call(url, "GET", "/admin/rules/api")).json()["limit"] == 9
         assert (await call(url, "PATCH", "/admin/rules/api", {"limit": 9, "per": "1s"})).status_code == 400
         assert (await call(url, "PATCH", "/admin/rules/api", {"limit": 0})).status_code == 400
+        shadow = await call(url, "PATCH", "/admin/rules/api", {"shadow": True, "max_delay": "2s"})
+        assert (shadow.json()["shadow"], shadow.json()["max_delay"]) == (True, "2s")
+        one = await call(url, "POST", "/admin/rules/api/reset", {"knobs": ["shadow"]})
+        assert (one.json()["shadow"], one.json()["limit"], one.json()["max_delay"]) == (False, 9, "2s")
+        assert (await call(url, "POST", "/admin/rules/api/reset", {"knobs": ["per"]})).status_code == 400
         assert (await call(url, "POST", "/admin/rules/api/reset")).json()["limit"] == 5
         assert (await call(url, "POST", "/admin/rules/api/raise")).status_code == 404
         assert (await call(url, "GET", "/admin/rules/nope")).json() == {

@@ -1,4 +1,4 @@
-"""adminviews.py in-process: readiness, the room and rule views and the live gauges, read from a real
+"""ops/views.py in-process: readiness, the room and rule views and the live gauges, read from a real
 runtime on the embedded store (tests/ops drives the same through a real mitmdump)."""
 
 from __future__ import annotations
@@ -8,12 +8,11 @@ from typing import Any
 import pytest
 
 from tests.unit.adminport import Proxy, RuntimeOperated
-from waitroom.adminviews import readiness, refresh_live_metrics, room_views, rule_view
-from waitroom.config import RoomConfig
-from waitroom.decide import room_policy
+from waitroom.config.schema import RoomConfig
 from waitroom.metrics import METRICS
-from waitroom.store import StoreError
-from waitroom.store.base import RoomPolicy, RoomState
+from waitroom.ops.views import readiness, refresh_live_metrics, room_views, rule_view
+from waitroom.rooms.policy import room_policy
+from waitroom.store.base import RoomPolicy, RoomState, StoreError
 
 
 def gauge(name: str, **labels: str) -> float | None:
@@ -66,7 +65,24 @@ async def test_room_views_show_config_overrides_and_the_stores_window(admin_prox
     await admin_proxy.operated.change_overrides({"room:shop:new_sessions": "7", "room:shop:mode": "open"})
     [shop] = await room_views(admin_proxy.operated, only="shop")
     assert (shop["mode"], shop["new_sessions"]) == ("open", 7)
-    assert shop["configured"] == {"new_sessions": 2, "block_for": "30s"}
+    assert shop["configured"] == {
+        "new_sessions": 2,
+        "window": "1m",
+        "block_for": "30s",
+        "retry_after": "10s",
+        "max_retry_after": None,
+        "max_active": None,
+        "abandon_after": None,
+        "grace": None,
+        "tickets_per_ip": None,
+        "places_per_ip": None,
+        "draws_per_ip": None,
+        "opens_at": None,
+        "closes_at": None,
+        "proof_of_work": None,
+        "shadow": False,
+    }
+    assert shop["ignored"] == []
 
 
 async def test_a_room_whose_store_read_fails_says_so_and_the_others_still_answer(admin_proxy: Proxy) -> None:
@@ -116,7 +132,10 @@ def test_rule_view_shows_the_limit_in_force_and_the_configured_one(admin_proxy: 
         "algorithm": "sliding_window",
         "action": "reject",
         "shadow": False,
-        "configured": {"limit": 5},
+        "burst": None,
+        "max_delay": "1s",
+        "configured": {"limit": 5, "burst": None, "max_delay": "1s", "shadow": False},
+        "ignored": [],
     }
 
 
@@ -148,3 +167,33 @@ async def test_no_config_no_rooms_and_not_ready(admin_proxy: Proxy, draining: bo
     body, ready = readiness(operated)
     assert ready is False
     assert "store_url" not in body
+
+
+async def test_a_shadow_room_shows_and_reports_its_own_figures(admin_proxy: Proxy) -> None:
+    from waitroom.rooms.shadow import ShadowStore
+
+    runtime = admin_proxy.runtime
+    await runtime.change_overrides({"room:line:shadow": "true", "room:shop:shadow": "true"})
+    store = runtime.store
+    assert store is not None
+    shadow = ShadowStore(store)
+    for i in range(3):  # the shadow's window: two admitted, the third starts its block
+        await shadow.admit(room_policy(room(admin_proxy, "shop")), f"visitor-{i}")
+    await fill(admin_proxy, "news", 1)
+    views = {v["name"]: v for v in await room_views(admin_proxy.operated)}
+    assert (views["shop"]["shadow"], views["shop"]["in_window"]) == (True, 2)
+    assert views["news"]["shadow"] is False
+    await refresh_live_metrics(admin_proxy.operated)
+    assert gauge("waitroom_shadow_room", room="shop") == 1
+    assert gauge("waitroom_shadow_room", room="news") == 0
+    assert gauge("waitroom_shadow_window_admissions", room="shop") == 2
+    assert gauge("waitroom_shadow_eta_seconds", room="shop") == 30  # the block a newcomer would wait
+    assert gauge("waitroom_shadow_queue_length", room="line") == 0
+    assert gauge("waitroom_shadow_eta_seconds", room="line") == 0  # a place at once
+    # Live again: the room's own (empty) window, and no shadow figures
+    await runtime.change_overrides({"room:shop:shadow": None})
+    views = {v["name"]: v for v in await room_views(admin_proxy.operated)}
+    assert (views["shop"]["shadow"], views["shop"]["in_window"]) == (False, 0)
+    await refresh_live_metrics(admin_proxy.operated)
+    assert gauge("waitroom_shadow_window_admissions", room="shop") is None
+    assert gauge("waitroom_shadow_room", room="shop") == 0

@@ -1,9 +1,10 @@
-"""limitdecision.py: what a refusing rule's decision says, and when it ends the request."""
+"""ratelimit/decision.py: what a refusing rule's decision says, and when it ends the request."""
 
 from __future__ import annotations
 
-from waitroom.config import RateLimitConfig, StoreErrorPolicy
-from waitroom.limitdecision import Fallback, LimitDecision, LimitOutcome
+from waitroom.config.rules import RateLimitConfig
+from waitroom.config.store import StoreErrorPolicy
+from waitroom.ratelimit.decision import Fallback, LimitDecision, LimitOutcome
 from waitroom.store.base import RateResult
 
 

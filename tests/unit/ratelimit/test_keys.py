@@ -1,11 +1,11 @@
-"""ratekeys.py: rate-limit keys and the over-limit cache, with an injected clock."""
+"""ratelimit/keys.py: rate-limit keys and the over-limit cache, with an injected clock."""
 
 from __future__ import annotations
 
-from waitroom.config import parse_config
-from waitroom.limits import RequestFacts
-from waitroom.ratekeys import KeyReader, OverLimitCache, key_hash
+from waitroom.config.schema import parse_config
+from waitroom.ratelimit.keys import KeyReader, OverLimitCache, key_hash
 from waitroom.store.base import RateCheck, RateResult
+from waitroom.web.request import RequestFacts
 
 
 def _check(key: str) -> RateCheck:

@@ -12,11 +12,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from waitroom.claims import ClaimVerifier
-from waitroom.config import ConfigError, JWTConfig, parse_config
-from waitroom.limits import LimitOutcome, RateLimiter, RequestFacts
-from waitroom.store import MemoryStore, StoreError
-from waitroom.store.base import RateCheck, RateResult
+from waitroom.config.fields import ConfigError
+from waitroom.config.rules import JWTConfig
+from waitroom.config.schema import parse_config
+from waitroom.ratelimit.claims import ClaimVerifier
+from waitroom.ratelimit.decision import LimitDecision, LimitOutcome
+from waitroom.ratelimit.limiter import RateLimiter
+from waitroom.store.base import RateCheck, RateResult, StoreError
+from waitroom.store.memory import MemoryStore
+from waitroom.web.request import RequestFacts
 
 HS_SECRET = "jwt-hs-secret-0123456789abcdef0123"
 
@@ -49,6 +53,11 @@ def facts(path: str = "/api/x", method: str = "GET", peer: str = "10.0.0.1", **h
     return RequestFacts("example.com", path, method, peer, lambda name: lower.get(name.lower()))
 
 
+async def decide(limiter: RateLimiter, request: RequestFacts) -> LimitDecision:
+    """As the gate does: the matching rules found once, then the decision."""
+    return await limiter.decide(request, limiter.matching(request))
+
+
 def limiter(
     rules: list[dict[str, Any]], clock: Clock, backend: MemoryStore | None = None, **extra: Any
 ) -> RateLimiter:
@@ -69,40 +78,41 @@ async def test_matching_by_prefix_host_and_method() -> None:
         ],
         clock,
     )
-    assert (await rl.decide(facts(method="GET"))).outcome is LimitOutcome.NONE
-    assert (await rl.decide(facts(path="/other", method="POST"))).outcome is LimitOutcome.NONE
-    assert (await rl.decide(facts(method="POST"))).outcome is LimitOutcome.ALLOWED
-    assert (await rl.decide(facts(method="POST"))).outcome is LimitOutcome.LIMITED
+    assert (await decide(rl, facts(method="GET"))).outcome is LimitOutcome.NONE
+    assert (await decide(rl, facts(path="/other", method="POST"))).outcome is LimitOutcome.NONE
+    assert (await decide(rl, facts(method="POST"))).outcome is LimitOutcome.ALLOWED
+    assert (await decide(rl, facts(method="POST"))).outcome is LimitOutcome.LIMITED
 
 
 async def test_header_key_fallback_and_hashing() -> None:
     clock = Clock()
     rl = limiter([{"name": "k", "key": "header:X-Api-Key", "fallback": "ip", "limit": 1}], clock)
-    checks, _, fallbacks = rl.checks(facts(X_Api_Key="super-secret-key"))
+    request = facts(X_Api_Key="super-secret-key")
+    checks, _, fallbacks = rl.checks(request, rl.matching(request))
     assert "super-secret-key" not in checks[0].key
     assert fallbacks == []
-    assert (await rl.decide(facts(X_Api_Key="a"))).outcome is LimitOutcome.ALLOWED
-    assert (await rl.decide(facts(X_Api_Key="b"))).outcome is LimitOutcome.ALLOWED  # another bucket
-    assert (await rl.decide(facts(X_Api_Key="a"))).outcome is LimitOutcome.LIMITED
-    missing = await rl.decide(facts())
+    assert (await decide(rl, facts(X_Api_Key="a"))).outcome is LimitOutcome.ALLOWED
+    assert (await decide(rl, facts(X_Api_Key="b"))).outcome is LimitOutcome.ALLOWED  # another bucket
+    assert (await decide(rl, facts(X_Api_Key="a"))).outcome is LimitOutcome.LIMITED
+    missing = await decide(rl, facts())
     assert missing.outcome is LimitOutcome.ALLOWED
     assert missing.fallbacks == ("k:missing",)
-    assert (await rl.decide(facts())).outcome is LimitOutcome.LIMITED  # the IP bucket is full now
+    assert (await decide(rl, facts())).outcome is LimitOutcome.LIMITED  # the IP bucket is full now
     without = limiter([{"name": "k", "key": "header:X-Api-Key", "limit": 1}], clock)
-    assert (await without.decide(facts())).outcome is LimitOutcome.NONE  # no key, no fallback
+    assert (await decide(without, facts())).outcome is LimitOutcome.NONE  # no key, no fallback
 
 
 async def test_the_over_limit_cache_spares_the_store() -> None:
     clock = Clock()
     store = CountingStore(clock)
     rl = limiter([{"name": "g", "key": "global", "limit": 1, "per": "1s"}], clock, store)
-    assert (await rl.decide(facts())).outcome is LimitOutcome.ALLOWED
-    limited = await rl.decide(facts())
+    assert (await decide(rl, facts())).outcome is LimitOutcome.ALLOWED
+    limited = await decide(rl, facts())
     assert limited.outcome is LimitOutcome.LIMITED
     assert not limited.cached
     calls = len(store.calls)
     for _ in range(5):
-        again = await rl.decide(facts())
+        again = await decide(rl, facts())
         assert again.outcome is LimitOutcome.LIMITED
         assert again.cached
     assert len(store.calls) == calls
@@ -110,7 +120,7 @@ async def test_the_over_limit_cache_spares_the_store() -> None:
     # keeps the store's own answer (2 s here) and lets the client through when it is up.
     assert limited.result is not None
     clock.now += limited.result.reset_after
-    assert (await rl.decide(facts())).outcome is LimitOutcome.ALLOWED
+    assert (await decide(rl, facts())).outcome is LimitOutcome.ALLOWED
     assert len(store.calls) == calls + 1
 
 
@@ -122,7 +132,7 @@ async def test_failure_policy(policy: str, outcome: LimitOutcome) -> None:
     rl = limiter(
         [{"name": "g", "key": "global", "limit": 8}], clock, FailingStore(clock), store={"on_error": policy}
     )
-    decision = await rl.decide(facts())
+    decision = await decide(rl, facts())
     assert decision.outcome is outcome
     assert decision.degraded is not None
 
@@ -135,7 +145,7 @@ async def test_local_policy_divides_by_replicas() -> None:
         FailingStore(clock),
         store={"on_error": "local", "replicas": 4},
     )
-    outcomes = [(await rl.decide(facts())).outcome for _ in range(3)]
+    outcomes = [(await decide(rl, facts())).outcome for _ in range(3)]
     assert outcomes == [LimitOutcome.ALLOWED, LimitOutcome.ALLOWED, LimitOutcome.LIMITED]
 
 
@@ -145,7 +155,7 @@ async def test_delay_reroute_and_shadow() -> None:
         [{"name": "d", "key": "global", "limit": 1, "per": "200ms", "action": "delay", "max_delay": "1s"}],
         Clock(),
     )
-    assert (await delay.decide(facts())).outcome is LimitOutcome.ALLOWED
+    assert (await decide(delay, facts())).outcome is LimitOutcome.ALLOWED
     held = Clock()
     slept: list[float] = []
 
@@ -154,8 +164,8 @@ async def test_delay_reroute_and_shadow() -> None:
         held.now += seconds
 
     real = RateLimiter(delay.config, MemoryStore(held), None, held, sleep=sleep)
-    await real.decide(facts())
-    delayed = await real.decide(facts())
+    await decide(real, facts())
+    delayed = await decide(real, facts())
     assert delayed.outcome is LimitOutcome.DELAYED
     assert slept == [delayed.delayed_for]
     assert 0 < delayed.delayed_for <= 2 * 0.2  # the sliding window frees a slot within two windows
@@ -163,23 +173,52 @@ async def test_delay_reroute_and_shadow() -> None:
         [{"name": "d", "key": "global", "limit": 1, "per": "10s", "action": "delay", "max_delay": "1s"}],
         clock,
     )
-    await too_long.decide(facts())
-    assert (await too_long.decide(facts())).outcome is LimitOutcome.LIMITED
+    await decide(too_long, facts())
+    assert (await decide(too_long, facts())).outcome is LimitOutcome.LIMITED
 
     reroute = limiter(
         [{"name": "heavy", "key": "ip", "limit": 1, "action": "upstream:http://slow:8080"}], clock
     )
-    await reroute.decide(facts())
-    rerouted = await reroute.decide(facts())
+    await decide(reroute, facts())
+    rerouted = await decide(reroute, facts())
     assert rerouted.outcome is LimitOutcome.REROUTED
     assert rerouted.upstream == "http://slow:8080"
 
     shadow = limiter([{"name": "s", "key": "global", "limit": 1, "shadow": True}], clock)
-    await shadow.decide(facts())
+    await decide(shadow, facts())
     for _ in range(3):
-        decision = await shadow.decide(facts())
+        decision = await decide(shadow, facts())
         assert decision.outcome is LimitOutcome.SHADOW_LIMITED
         assert decision.shadow_limited == ("s",)
+
+
+async def test_held_requests_wait_for_their_own_slots_and_the_rest_are_refused_at_once() -> None:
+    # 5/1s gcra, held up to 1s: 5 pass, the next 5 wait 0.2 … 1.0 s, each for its own slot, and go
+    # on without asking the store again; the 11th is refused without waiting, and remembered.
+    clock = Clock()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # held requests do not move the clock: all at once
+        slept.append(seconds)
+
+    rule = {"name": "d", "key": "global", "limit": 5, "per": "1s", "algorithm": "gcra"}
+    config = limiter([{**rule, "action": "delay", "max_delay": "1s"}], clock).config
+    store = CountingStore(clock)
+    rl = RateLimiter(config, store, None, clock, sleep=sleep)
+    decisions = [await decide(rl, facts()) for _ in range(11)]
+    assert [d.outcome for d in decisions] == [LimitOutcome.ALLOWED] * 5 + [LimitOutcome.DELAYED] * 5 + [
+        LimitOutcome.LIMITED
+    ]
+    assert slept == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert [d.delayed_for for d in decisions[5:10]] == slept
+    assert len(store.calls) == 11  # one store call each: a held request is never asked about again
+    assert decisions[10].retry_after == 2  # its turn would have come at 1.2 s
+    # Until a request could be held again (1.2 s - max_delay), the refusal is remembered locally.
+    again = await decide(rl, facts())
+    assert (again.outcome, again.cached, len(store.calls)) == (LimitOutcome.LIMITED, True, 11)
+    clock.now += 0.25
+    assert (await decide(rl, facts())).outcome is LimitOutcome.DELAYED
+    assert len(store.calls) == 12
 
 
 # --- JWT ---------------------------------------------------------------------------------------
@@ -268,11 +307,11 @@ async def test_jwt_keys_fall_back_to_ip() -> None:
         jwt={"algorithms": ["HS256"]},
     )
     token = pyjwt.encode({"company_id": "acme"}, HS_SECRET, "HS256")
-    assert (await rl.decide(facts(Authorization=f"Bearer {token}"))).outcome is LimitOutcome.ALLOWED
+    assert (await decide(rl, facts(Authorization=f"Bearer {token}"))).outcome is LimitOutcome.ALLOWED
     assert (
-        await rl.decide(facts(Authorization=f"Bearer {token}", peer="10.9.9.9"))
+        await decide(rl, facts(Authorization=f"Bearer {token}", peer="10.9.9.9"))
     ).outcome is LimitOutcome.LIMITED
     expired = pyjwt.encode({"company_id": "acme", "exp": 1}, HS_SECRET, "HS256")
-    fell_back = await rl.decide(facts(Authorization=f"Bearer {expired}"))
+    fell_back = await decide(rl, facts(Authorization=f"Bearer {expired}"))
     assert fell_back.outcome is LimitOutcome.ALLOWED  # counted per IP, not as acme
     assert fell_back.fallbacks == ("co:expired",)

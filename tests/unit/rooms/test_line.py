@@ -3,14 +3,21 @@ on the embedded store (positions, the ticket cookie, a session once called)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import yaml
 
-from waitroom.config import Config, ConfigError, parse_config
-from waitroom.decide import Decider, Outcome, cookie_name
-from waitroom.queue import estimate_wait, newcomer_wait
-from waitroom.sessions import SessionCodec, keys_from_secret
-from waitroom.store import MemoryStore, QueueState
+from tests.support import visit
+from waitroom.config.fields import ConfigError
+from waitroom.config.schema import Config, parse_config
+from waitroom.rooms.decider import Decider, Outcome
+from waitroom.rooms.estimate import newcomer_estimate
+from waitroom.rooms.estimate import window_wait as estimate_wait
+from waitroom.rooms.line_view import LineView
+from waitroom.rooms.sessions import SessionCodec, cookie_name, keys_from_secret
+from waitroom.store.base import QueueState
+from waitroom.store.memory import MemoryStore
 
 KEYS = keys_from_secret("unit-test-secret-0123456789")
 
@@ -77,8 +84,8 @@ rooms:
 def test_a_newcomer_is_told_zero_when_a_place_is_free() -> None:
     config = parse(room())
     shop = config.rooms[0]
-    assert newcomer_wait(QueueState(0, 0, 0.0, 0, 940.0, 1000.0), shop) == 0
-    assert newcomer_wait(QueueState(0, 0, 0.0, 1, 970.0, 1000.0), shop) == 30 + 2
+    assert newcomer_estimate(QueueState(0, 0, 0.0, 0, 940.0, 1000.0), shop).seconds == 0
+    assert newcomer_estimate(QueueState(0, 0, 0.0, 1, 970.0, 1000.0), shop).seconds == 30 + 2
 
 
 def test_defaults_and_bounds_of_the_hold_times() -> None:
@@ -132,13 +139,13 @@ async def test_the_decider_gives_tickets_then_a_session_in_order() -> None:
     decider = Decider(config, MemoryStore(clock), codec, clock)
     name = cookie_name(config, config.rooms[0])
 
-    def jar(*tokens: str | None) -> object:
+    def jar(*tokens: str | None) -> Callable[[str], list[str]]:
         return lambda wanted: [t for t in tokens if t] if wanted == name else []
 
-    first = await decider.decide("h", "/", jar())  # type: ignore[arg-type]
+    first = await visit(decider, "/", jar())
     assert first.outcome is Outcome.ADMITTED
-    a = await decider.decide("h", "/", jar())  # type: ignore[arg-type]
-    b = await decider.decide("h", "/", jar())  # type: ignore[arg-type]
+    a = await visit(decider, "/", jar())
+    b = await visit(decider, "/", jar())
     assert (a.outcome, b.outcome) == (Outcome.WAITING, Outcome.WAITING)
     assert a.place is not None
     assert b.place is not None
@@ -146,7 +153,7 @@ async def test_the_decider_gives_tickets_then_a_session_in_order() -> None:
     assert a.pending is not None
     assert b.pending is not None
     # b asks again with its ticket: same place.
-    again = await decider.decide("h", "/", jar(b.pending))  # type: ignore[arg-type]
+    again = await visit(decider, "/", jar(b.pending))
     assert again.place is not None
     assert again.place.position == 1
     # Both keep polling (b always first), each with the ticket its last answer renewed; the first
@@ -154,10 +161,10 @@ async def test_the_decider_gives_tickets_then_a_session_in_order() -> None:
     tickets = {"a": a.pending, "b": b.pending}
     for _ in range(20):
         clock.now += 4
-        wait = await decider.decide("h", "/", jar(tickets["b"]))  # type: ignore[arg-type]
+        wait = await visit(decider, "/", jar(tickets["b"]))
         assert wait.outcome is Outcome.WAITING
         tickets["b"] = wait.pending
-        in_ = await decider.decide("h", "/", jar(tickets["a"]))  # type: ignore[arg-type]
+        in_ = await visit(decider, "/", jar(tickets["a"]))
         if in_.outcome is Outcome.ADMITTED:
             break
         tickets["a"] = in_.pending
@@ -165,9 +172,65 @@ async def test_the_decider_gives_tickets_then_a_session_in_order() -> None:
     assert in_.cookie is not None
     assert codec.verify(in_.cookie, "shop", clock.now) is not None
     # Garbage beside a genuine ticket does not hide it; garbage alone is no ticket.
-    mixed = await decider.decide("h", "/", jar("garbage", tickets["b"]))  # type: ignore[arg-type]
+    mixed = await visit(decider, "/", jar("garbage", tickets["b"]))
     assert mixed.place is not None
     assert mixed.place.position == 0
-    alone = await decider.decide("h", "/", jar("garbage"))  # type: ignore[arg-type]
+    alone = await visit(decider, "/", jar("garbage"))
     assert alone.place is not None
     assert alone.place.position == 1
+
+
+def test_max_retry_after_defaults_to_a_minute_and_never_below_retry_after() -> None:
+    assert parse(room()).rooms[0].max_retry_after_seconds == 60.0
+    assert (
+        parse(room(retry_after="90s", grace="3m", abandon_after="3m")).rooms[0].max_retry_after_seconds
+        == 90.0
+    )
+    assert parse(room(max_retry_after="20s")).rooms[0].max_retry_after_seconds == 20.0
+    with pytest.raises(ConfigError, match=r"rooms\[0\].*max_retry_after \(2s\) must be at least retry_after"):
+        parse(room(max_retry_after="2s"))
+    with pytest.raises(ConfigError, match="max_retry_after needs queue: fifo"):
+        parse(room(max_retry_after="20s").replace("    queue: fifo\n", ""))
+
+
+async def test_far_back_polls_are_answered_by_the_line_view_without_a_store_call() -> None:
+    """With a line view (Redis; here forced onto the embedded store), a ticket far back is told to
+    come back in max_retry_after and its polls cost no store call; its ticket is renewed with its
+    number and mark; the head still asks the store, and a newcomer always does."""
+    config = parse(room())
+    clock = Clock()
+    codec = SessionCodec(KEYS, ttl=600)
+    store = MemoryStore(clock)
+    decider = Decider(config, store, codec, clock)
+    assert decider.line.view is None  # the embedded store needs none
+    decider.line.view = LineView(store, clock)
+    name = cookie_name(config, config.rooms[0])
+    asked: list[str] = []
+    queue = store.queue
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        asked.append("queue")
+        return await queue(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.queue = counted  # type: ignore[method-assign]
+    visits = [await visit(decider, "/", lambda wanted: []) for _ in range(30)]
+    assert visits[0].outcome is Outcome.ADMITTED
+    head, far = visits[1], visits[-1]
+    assert (head.retry_after, far.retry_after) == (30, 60)  # the head: half the minute until its place
+    assert len(asked) == 30
+    clock.now += 1
+    again = await visit(decider, "/", lambda wanted: [far.pending] if wanted == name else [])
+    assert again.outcome is Outcome.WAITING
+    assert len(asked) == 30  # answered by the view
+    assert again.retry_after == 60
+    assert again.place is not None
+    assert again.place.position >= 20
+    ticket = codec.ticket(again.pending, "shop", clock.now)
+    assert ticket is not None
+    assert ticket.mark is not None
+    assert ticket.expires_at >= clock.now + 60 + 16 + 8 - 1  # interval + abandon_after + grace
+    await visit(decider, "/", lambda wanted: [head.pending] if wanted == name else [])
+    assert len(asked) == 31  # the head asks the store
+    await decider.line.view.flush()
+    glance = await store.still_here(decider.line.view._rooms["shop"].policy, [])
+    assert glance.length == 29

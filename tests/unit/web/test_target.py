@@ -1,10 +1,17 @@
-"""The canonical request target and the one authority (target.py), case by case."""
+"""web/target.py: the canonical request target and the one authority, case by case; covers()."""
 
 from __future__ import annotations
 
 import pytest
 
-from waitroom.target import Refused, canonical_prefix, judge_authority, judge_target
+from waitroom.web.target import (
+    Refused,
+    canonical_prefix,
+    covers,
+    judge_authority,
+    judge_target,
+    normalize_authority,
+)
 
 
 @pytest.mark.parametrize(
@@ -86,3 +93,19 @@ def test_authority() -> None:
         with pytest.raises(Refused) as refused:
             judge_authority(hosts, absolute, required=required)
         assert refused.value.kind == "authority"
+
+
+def test_prefixes_are_segment_aware() -> None:
+    assert covers("/shop", "/shop")
+    assert covers("/shop", "/shop/")
+    assert covers("/shop", "/shop/cart")
+    assert not covers("/shop", "/shopping")
+    assert covers("/static/", "/static/x")
+    assert covers("/static/", "/static")
+    assert covers("/", "/anything")
+
+
+def test_normalize_authority() -> None:
+    assert normalize_authority("Shop.Example.com:443") == "shop.example.com"
+    assert normalize_authority("example.com.") == "example.com"
+    assert normalize_authority("[::1]:8080") == "[::1]"

@@ -6,10 +6,15 @@
 -- ARGV[3]  abandon_after (µs)
 -- ARGV[4]  grace (µs)
 -- ARGV[5]  optional "now" (µs); empty = the server's TIME
+-- KEYS[6], KEYS[7]  the room's active sessions and departures record (departures.lua), read only
+--          when ARGV[6], the session ttl (µs), is given (a room with max_active)
 --
 -- Tickets that room_queue.lua would drop on its next call are not counted here.
 -- Returns {live tickets, live called tickets, when the oldest live ticket joined (µs, 0: none),
---          admissions in the window, slot of a newcomer (µs; see Turn.slot), now (µs)}.
+--          admissions in the window, slot of a newcomer (µs; see Turn.slot), now (µs), then with
+--          a ttl: active sessions, departures, µs the departures cover (see Inside in base.py)}.
+
+--#include departures.lua
 
 local now
 if ARGV[5] ~= nil and ARGV[5] ~= "" then
@@ -47,4 +52,11 @@ elseif index - free < in_window then
   local entry = redis.call("ZRANGEBYSCORE", log, "(" .. (now - window), "+inf", "WITHSCORES", "LIMIT", index - free, 1)
   slot = tonumber(entry[2] or now)
 end
-return {length, ncalled, oldest, in_window, slot, now}
+local reply = {length, ncalled, oldest, in_window, slot, now}
+local ttl = tonumber(ARGV[6] or "0") or 0
+if ttl > 0 and KEYS[7] then
+  for _, value in ipairs(inside(KEYS[6], KEYS[7], now, ttl)) do
+    reply[#reply + 1] = value
+  end
+end
+return reply

@@ -3,11 +3,15 @@
 --
 -- KEYS[1]  the room's active sessions     KEYS[2]  the room's released sessions
 -- KEYS[3..6]  the line: line, last seen, called, joined (as in room_queue.lua)
+-- KEYS[7]  the room's departures record (departures.lua): a session that was active departs now
+-- KEYS[8]  the line's served counters (room_queue.lua): a ticket that leaves counts as "out"
 -- ARGV[1]  the session id
 -- ARGV[2]  session ttl (µs): how long a released id is remembered (its cookie cannot outlive that)
 -- ARGV[3]  optional "now" (µs); empty = the server's TIME
 --
 -- Returns 1 if the id held a place (inside or in line), else 0.
+
+--#include departures.lua
 
 local now
 if ARGV[3] ~= nil and ARGV[3] ~= "" then
@@ -19,7 +23,15 @@ end
 local sid = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local held = redis.call("ZREM", KEYS[1], sid)
-held = held + redis.call("ZREM", KEYS[3], sid)
+if held > 0 then
+  departures_keep(KEYS[7], now, ttl)
+  depart(KEYS[7], sid, now, now)
+end
+local ticket = redis.call("ZREM", KEYS[3], sid)
+held = held + ticket
+if ticket > 0 and KEYS[8] and redis.call("EXISTS", KEYS[8]) == 1 then
+  redis.call("HINCRBY", KEYS[8], "out", 1)  -- keeps the key's expiry
+end
 redis.call("ZREM", KEYS[4], sid)
 redis.call("ZREM", KEYS[5], sid)
 redis.call("HDEL", KEYS[6], sid)

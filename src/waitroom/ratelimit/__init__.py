@@ -1,0 +1,1 @@
+"""Rate limits: rules that count requests per key and refuse, delay or reroute."""

@@ -1,0 +1,1 @@
+"""Admission: who gets into a room, when, and what a visitor who waits is told."""
