@@ -334,6 +334,23 @@ async def test_each_ticket_is_told_its_own_poll_interval(store_and_clock: tuple[
     assert (await store.queue(replace(PACED, retry_after=0.0), "w11")).interval == 0.0  # as before
 
 
+async def test_the_ticket_behind_a_called_one_polls_at_retry_after(
+    store_and_clock: tuple[Store, Clock],
+) -> None:
+    """A called ticket's place may come back at any moment (its call lapses, its holder leaves), so
+    the next ticket is told retry_after, not the window a place would take to free up."""
+    store, clock = store_and_clock
+    for sid in "ab":
+        assert (await store.queue(PACED, sid)).admitted
+    assert [(await store.queue(PACED, sid)).interval for sid in ("w0", "w1")] == [5.0, 5.0]
+    clock.now += 10  # a and b leave the window: the next ask calls w0 and w1
+    behind = await store.queue(PACED, "w2")
+    assert (behind.admitted, behind.called, behind.position) == (False, 2, 2)
+    assert behind.interval == 2.0
+    assert (await store.queue(PACED, "w3")).interval == 2.0  # either call may give its place back
+    assert (await store.queue(PACED, "w4")).interval == 5.0  # a whole window of places ahead
+
+
 async def test_a_ticket_is_abandoned_only_after_its_own_interval(
     store_and_clock: tuple[Store, Clock],
 ) -> None:

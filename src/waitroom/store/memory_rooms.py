@@ -224,7 +224,10 @@ class MemoryRooms:
 
         def waiting(number: int, position: int, length: int) -> Turn:
             """A waiting ticket's answer; it is due back after its poll interval (room_queue.lua)."""
-            every = _interval(room, position - called - lapsed, window_free, log, now, prequeue, hold)
+            # A called ticket's place counts as free now: its call may lapse, or its holder leave,
+            # at any moment, and a ticket told to wait for it would come back after its turn.
+            ahead = position - called - lapsed
+            every = _interval(room, ahead, window_free + called, log, now, prequeue, hold)
             line.due_back(session_id, now + every)
             slot = _slot(position - called, room.new_sessions, window_free, log, now, room.window)
             return Turn(

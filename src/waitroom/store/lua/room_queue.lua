@@ -49,7 +49,8 @@
 -- its holder asks, and goes with abandon_after like any other.
 -- Poll intervals: each waiting ticket is told when to ask again, from its place. Its turn cannot
 -- come before `earliest`, the time the window frees the places of every uncalled ticket ahead of it
--- and its own if nobody ahead leaves (slot() below); it is told half of that, within [retry_after,
+-- and its own if nobody ahead leaves (slot() below, a called ticket's place counted as free now,
+-- since a call may lapse at any moment); it is told half of that, within [retry_after,
 -- max_retry_after], so a ticket far back asks seldom and still asks again before its turn. It is
 -- due back then: a ticket is abandoned when its due-back time is abandon_after past, and a called
 -- ticket's grace starts at its due-back time if that comes after the call.
@@ -231,9 +232,9 @@ local window_free = new_sessions - in_window - ncalled
 
 -- When the place the k-th uncalled ticket will take frees up in the window: free ones now, then the
 -- log's entries in the order they leave the window, then the called tickets' (entering about now).
-local function slot(k)
+local function slot(k, free)
   local index = k % new_sessions
-  local open = math.max(0, window_free)
+  local open = math.max(0, free or window_free)
   if index < open then
     return now - window
   end
@@ -256,7 +257,10 @@ local function interval(position)
     earliest = opens_at - now
   elseif not hold then
     local ahead = math.max(0, position - ncalled - lapsed_now)
-    earliest = math.floor(ahead / new_sessions) * window + math.max(0, slot(ahead) + window - now)
+    -- A called ticket's place counts as free now: its call may lapse, or its holder leave, at any
+    -- moment, and a ticket told to wait for it would come back after its turn.
+    local free = new_sessions - in_window
+    earliest = math.floor(ahead / new_sessions) * window + math.max(0, slot(ahead, free) + window - now)
   end
   return math.min(max_retry, math.max(retry_after, math.floor(earliest / 2)))
 end
