@@ -543,7 +543,11 @@ def main() -> int:
 
     def step(what: str, action: Callable[[], Any]) -> Any:
         print(f"bench: {what} ...", flush=True)
-        return action()
+        began = time.monotonic()
+        try:
+            return action()
+        finally:
+            print(f"bench:   {what}: {time.monotonic() - began:.1f} s", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="waitroom-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)

@@ -409,7 +409,8 @@ class StoreMetrics:
                 "waitroom_shed_requests",
                 "Requests shed because the proxy was too busy to get the store's answer in time: the wait "
                 "answer or the rule's refusal, never an admission. reason: queue (waited store.max_wait "
-                "before asking), store_wait (the answer not read within store.max_wait).",
+                "before asking), store_wait (the answer not read within store.max_wait), door (answered at "
+                "waitroom serve's front door: the loop ran more than store.max_wait late).",
                 ["reason"],
                 registry=registry,
             ),

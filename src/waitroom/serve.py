@@ -12,7 +12,9 @@ mitmproxy's own `tools.main.run`, so options, `--set`, `-s`, `-q`, `--flow-detai
 config.yaml, SIGINT/SIGTERM and exit statuses behave as in mitmdump. The differences: the
 `connection_strategy` default is `lazy` (the wait page needs no upstream connection), an unknown
 option or a value outside an option's choices stops the start (mitmdump ignores `--set nosuch=1`
-and `--set connection_strategy=sometimes`), and a usage error is one line.
+and `--set connection_strategy=sometimes`), a usage error is one line, and a front door
+(addon/front_door.py) answers new visitors with the wait page before mitmproxy reads them while the
+proxy runs more than `store.max_wait` behind.
 
 What it leaves out, and mitmdump keeps (run `mitmdump -s addons/waitroom.py` for them): reading and
 saving flows (`-r`, `-w`, `waitroom_replay`), client and server replay, map local/remote, header
@@ -145,7 +147,18 @@ class ServeMaster(master.Master):
             )
         else:
             self._configure_waitroom()
-        await super().run()  # mitmproxy's errorcheck exits with status 1 on any of those lines
+        if self.waitroom is None:
+            await super().run()  # mitmproxy's errorcheck exits with status 1 on any of those lines
+            return
+        from waitroom.addon.front_door import FrontDoor, installed
+
+        door = FrontDoor(lambda: self.waitroom.runtime.loaded)
+        door.start()
+        try:
+            with installed(door):  # a crowd beyond the proxy's pace gets wait answers, not silence
+                await super().run()
+        finally:
+            door.stop()
 
     def _configure_waitroom(self) -> None:
         """Tell the wait room every option, as mitmdump does for a `-s` script when it loads it:
