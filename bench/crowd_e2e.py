@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 from crowd_sim import MAX_RETRY_AFTER, RETRY_AFTER, knobs, room_settings
 from fairness import ticket_number
@@ -259,13 +260,24 @@ def _redis(client: redis.Redis) -> dict[str, float]:
     }
 
 
-def _proxies(admins: list[int]) -> dict[str, float]:
-    texts = [scrape(a) for a in admins]
+def _proxies(admins: list[int], patience: float = 0) -> dict[str, float]:
+    texts = [_scrape(a, patience) for a in admins]
     return {
         "requests": sum(counter(t, "waitroom_room_requests") for t in texts),
         "store_calls": sum(histogram_count(t, "waitroom_store_duration_seconds") for t in texts),
         "shed": sum(counter(t, "waitroom_shed_requests") for t in texts),
     }
+
+
+def _scrape(admin: int, patience: float) -> str:
+    """A proxy's metrics, asking again for up to `patience` seconds while it is too busy to answer."""
+    give_up = time.monotonic() + patience
+    while True:
+        try:
+            return scrape(admin)
+        except httpx.HTTPError:
+            if time.monotonic() > give_up:
+                raise
 
 
 async def drive(
@@ -458,7 +470,8 @@ def flash_measure(work: Path, arrivals: int) -> dict[str, Any]:
         ports, admins = [p for p, _ in found], [a for _, a in found]
         print(f"crowd flash: {arrivals:,} new visitors in {over:g} s ...", flush=True)
         out, took = asyncio.run(_flash(ports, arrivals, over))
-        proxies = _proxies(admins)
+        # The proxies may still be answering connections whose clients gave up: wait for them.
+        proxies = _proxies(admins, patience=120)
     answers: dict[str, int] = {}
     for kind, _ in out:
         answers[kind] = answers.get(kind, 0) + 1

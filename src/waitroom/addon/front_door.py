@@ -6,12 +6,14 @@ cannot see it, and past the queue's length the kernel drops its first packets: t
 after 1, 3, 7, 15 s and shows a loading page meanwhile (docs/crowds.md).
 
 The door stands before mitmproxy. While the proxy keeps up, every connection goes to mitmproxy as
-before. When it falls behind — its event loop runs L seconds late, L more than `store.max_wait`
-(measured every TICK), so that a connection accepted now waits about that long before mitmproxy
-reads it — the door, for the next L seconds, reads each new connection's first request itself and,
-for a new visitor of a room, answers the room's wait page without a ticket (`Retry-After`, the
-visitor's language: the answer `store.max_wait` sheds with), with no store call and no mitmproxy
-flow, then closes the connection. That costs a small part of a full answer, so the proxy drains a
+before. It falls behind when its event loop ran L seconds late (measured every TICK) and L × TURNS,
+about what a connection accepted then takes to reach an answer through mitmproxy, is more than
+`store.max_wait`. For the next L seconds (and on, while the loop stays that late), a new
+connection that finds work of the proxy's own waiting (QUEUED callbacks ready or more: lateness
+alone may be a machine busy with other work) is read by the door itself and, for a new visitor of
+a room, answered with the room's wait page without a ticket (`Retry-After`, the visitor's
+language: the answer `store.max_wait` sheds with), with no store call and no mitmproxy flow; the
+door then closes the connection. That costs a small part of a full answer, so the proxy drains a
 crowd several times its capacity instead of leaving it unanswered.
 
 Everything else goes on to mitmproxy untouched (the bytes read are put back): a request carrying
@@ -55,6 +57,11 @@ WRITE_WAIT = 2.0
 """Seconds a shed answer may take to leave before the connection is dropped."""
 TICK = 0.1
 """Seconds between two measures of the event loop's lateness."""
+TURNS = 8
+"""Turns of the event loop a new connection takes from its accept to its answer through mitmproxy
+(each turn runs everything ready, so it lasts about as long as the loop's lateness)."""
+QUEUED = 64
+"""Callbacks ready to run from which a late loop is behind its own work."""
 
 _SHEDDABLE = (b"GET ", b"HEAD ")
 
@@ -67,9 +74,10 @@ class FrontDoor:
     def __init__(self, loaded: Callable[[], Loaded | None]) -> None:
         self.loaded = loaded
         self.behind_until = 0.0
-        """Loop time until which the door sheds: a loop found L seconds late (L > max_wait) has
-        about L seconds of work queued, the connections it accepted meanwhile among it."""
+        """Loop time until which the door sheds (see the module's docstring)."""
         self._ticker: asyncio.Task[None] | None = None
+        self._due = 0.0
+        """Loop time the ticker's next wake-up is due."""
 
     def start(self) -> None:
         if self._ticker is None:
@@ -83,21 +91,26 @@ class FrontDoor:
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            began = loop.time()
+            self._due = loop.time() + TICK
             await asyncio.sleep(TICK)
             now = loop.time()
-            self.saw(now - began - TICK, now)
+            self.saw(now - self._due, now)
 
     def saw(self, lag: float, now: float) -> None:
         """The loop ran `lag` seconds late, found at loop time `now`."""
         loaded = self.loaded()
-        if loaded is not None and lag > loaded.config.store.max_wait:
+        if loaded is not None and lag * TURNS > loaded.config.store.max_wait:
             self.behind_until = max(self.behind_until, now + lag)
 
     def busy(self) -> bool:
-        """The proxy is behind: its event loop ran more than `store.max_wait` late, so a connection
-        accepted now waits about that long before mitmproxy reads it."""
-        return asyncio.get_running_loop().time() < self.behind_until
+        """The proxy is behind its own work: its loop was late lately (or is now: the tick that
+        would tell has not run yet), and QUEUED callbacks or more are ready to run (a late loop with
+        little of its own to do is a machine busy with other work: nothing to shed)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._ticker is not None and now > self._due:
+            self.saw(now - self._due, now)
+        return now < self.behind_until and queued(loop) >= QUEUED
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """True when the door answered the connection (and closed it); False: mitmproxy's, with
@@ -215,6 +228,12 @@ def unread(reader: asyncio.StreamReader, data: bytes) -> None:
     if data:
         buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
         buffer[:0] = data
+
+
+def queued(loop: asyncio.AbstractEventLoop) -> int:
+    """Callbacks ready to run on `loop` (CPython's BaseEventLoop._ready); QUEUED when unknown."""
+    ready = getattr(loop, "_ready", None)
+    return len(ready) if ready is not None else QUEUED
 
 
 def door_works() -> bool:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from waitroom.addon.front_door import FrontDoor, serialize, unread
+from waitroom.addon import front_door
+from waitroom.addon.front_door import QUEUED, TURNS, FrontDoor, serialize, unread
 from waitroom.addon.runtime import Loaded, Runtime
 from waitroom.web.answers import Answer
 
@@ -97,15 +98,25 @@ def test_nothing_before_a_config_and_nothing_when_rooms_match_on_host(loaded: Lo
     assert FrontDoor(lambda: on_host).answer(head("GET /shop/ HTTP/1.1")) is None
 
 
-async def test_behind_for_as_long_as_the_loop_was_late(loaded: Loaded) -> None:
+async def test_behind_while_the_loop_is_late_with_its_own_work(
+    loaded: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """store.max_wait 2 s: behind when TURNS turns of a late loop pass it, while QUEUED callbacks
+    are ready; a late loop with little of its own to do is a busy machine, not a proxy behind."""
     door = FrontDoor(lambda: loaded)
+    ready = [QUEUED]
+    monkeypatch.setattr(front_door, "queued", lambda loop: ready[0])
     now = asyncio.get_running_loop().time()
     assert not door.busy()
-    door.saw(1.9, now)  # within store.max_wait (2 s): not behind
+    door.saw(2.0 / TURNS, now)  # exactly max_wait: not behind
     assert not door.busy()
-    door.saw(3.0, now)
+    door.saw(1.0, now)
     assert door.busy()
-    door.saw(0.1, now)  # a later on-time tick does not forget the queued work
+    assert door.behind_until == now + 1.0
+    ready[0] = QUEUED - 1  # starved of CPU by other processes, its own queue short
+    assert not door.busy()
+    ready[0] = QUEUED
+    door.saw(0.01, now)  # a later on-time turn does not forget the work queued
     assert door.busy()
     door.behind_until = now - 0.001
     assert not door.busy()
