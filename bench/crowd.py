@@ -356,7 +356,10 @@ def markdown(crowd: dict[str, Any] | None) -> str:
             f"serve` replicas and one Redis (the shipped `store.max_wait`, {flash['max_wait_s']:g} s). "
             f"Answers: {kinds}. Answered within: p50 {flash['p50_s']:.2f} s, p99 {flash['p99_s']:.2f} s, "
             f"slowest {flash['max_s']:.2f} s; {flash['answered_per_s']:,.0f} answers/s over the burst. "
-            "A shed answer is the wait page without a ticket, with `Retry-After`: no store call.\n"
+            "A shed answer is the wait page without a ticket, with `Retry-After`: no store call; "
+            f"{flash.get('shed_at_the_door', 0):,} of the proxies' {flash['shed_by_proxies']:,} were "
+            "answered at `waitroom serve`'s front door, before mitmproxy read the request "
+            "(docs/crowds.md). The clients count fewer when some gave up before an answer came.\n"
         )
     return "\n".join(parts) + "\n"
 

@@ -266,6 +266,7 @@ def _proxies(admins: list[int], patience: float = 0) -> dict[str, float]:
         "requests": sum(counter(t, "waitroom_room_requests") for t in texts),
         "store_calls": sum(histogram_count(t, "waitroom_store_duration_seconds") for t in texts),
         "shed": sum(counter(t, "waitroom_shed_requests") for t in texts),
+        "door": sum(counter(t, "waitroom_shed_requests", 'reason="door"') for t in texts),
     }
 
 
@@ -488,6 +489,7 @@ def flash_measure(work: Path, arrivals: int) -> dict[str, Any]:
         "errors": sum(n for k, n in answers.items() if k not in good and k != "hang"),
         "hangs": answers.get("hang", 0),
         "shed_by_proxies": int(proxies["shed"]),
+        "shed_at_the_door": int(proxies["door"]),
         "p50_s": round(latencies[len(latencies) // 2], 3),
         "p99_s": round(latencies[int(len(latencies) * 0.99)], 3),
         "max_s": round(latencies[-1], 3),
