@@ -42,8 +42,8 @@ class MemoryLine:
     keeps its number (room_queue.lua says why) and is not called again before its holder asks."""
     joined: dict[str, int] = field(default_factory=dict)
     last_ask: int = 0
-    """When anyone last asked (µs): a longer silence than half the grace (plus what the longest poll
-    interval adds) moves the calls on."""
+    """When anyone last asked (µs): a silence that says nobody could reach the store (silent())
+    moves the calls on."""
     counter: int = 0
     tickets_from: OrderedDict[str, tuple[int, int]] = field(default_factory=OrderedDict)
     """Client address hash → (tickets this minute, when the minute ends), in the order the minutes
@@ -84,11 +84,24 @@ class MemoryLine:
         self.lapsed.pop(sid, None)
         self.joined.pop(sid, None)
 
+    def silent(self, now: int, grace: int, longer: int) -> bool:
+        """Nobody could reach the store since the last ask (room_queue.lua's quiet()): nobody asked
+        within half the grace after the first ticket due back since then, or with none due, within
+        half the grace plus `longer` (what the longest poll interval adds)."""
+        silence = now - self.last_ask
+        if silence <= grace / 2:
+            return False
+        quiet = grace / 2 + longer
+        first = min((due for due in self.seen.values() if due >= self.last_ask), default=None)
+        if first is not None:
+            quiet = min(quiet, first - self.last_ask + grace / 2)
+        return silence > quiet
+
     def drop_stale(self, now: int, abandon_after: int, grace: int, longer: int = 0) -> None:
         """Abandoned tickets leave (oldest ask first); called ones left unused lapse (earliest call
         first); and the addresses whose tickets_per_ip minute has passed are forgotten."""
         self.forget_passed_minutes(now)
-        if self.last_ask and now - self.last_ask > grace / 2 + longer:  # room_queue.lua says why
+        if self.last_ask and self.silent(now, grace, longer):  # room_queue.lua says why
             silence = now - self.last_ask
             self.called = {sid: at + silence for sid, at in self.called.items()}
         self.last_ask = now

@@ -293,6 +293,8 @@ class MemoryRooms:
         if state is None:
             return LineGlance(now / MICROS, 0, 0, 0, 0, 0, 0, tuple(None for _ in beats))
         line = state.line
+        # Read before any due-back time moves (room_heartbeat.lua).
+        heard = 0 < line.last_ask < now and not line.silent(now, to_micros(room.grace), _longer(room))
         line.drop_abandoned(now, to_micros(room.abandon_after))
         ranks: list[int | None] = []
         for session_id, due_in in beats:
@@ -303,12 +305,7 @@ class MemoryRooms:
             line.due_back(session_id, now + to_micros(due_in), later_only=True)
             ranks.append(bisect.bisect_left(line.numbers, number))
         # Visitors reached a replica that reached the store: no outage (room_heartbeat.lua).
-        quiet = to_micros(room.grace) / 2 + _longer(room)
-        if (
-            any(rank is not None for rank in ranks)
-            and 0 < line.last_ask < now
-            and now - line.last_ask <= quiet
-        ):
+        if heard and any(rank is not None for rank in ranks):
             line.last_ask = now
         in_window = sum(1 for at, _ in state.log.entries() if at > now - to_micros(room.window))
         return LineGlance(

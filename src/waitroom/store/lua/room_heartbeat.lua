@@ -37,6 +37,20 @@ local max_retry = tonumber(ARGV[3] or "0") or 0
 local window = tonumber(ARGV[5] or "0") or 0
 local line_ttl = math.ceil((max_retry + abandon_after + grace) / 1000) + 1000
 
+-- Whether the line was heard lately, read before this call moves any due-back time: a silence
+-- longer than room_queue.lua's quiet() is an outage, left for room_queue.lua to move the calls on by.
+local retry_after = tonumber(ARGV[6] or "0") or 0
+local last = tonumber(redis.call("HGET", lapsed, "") or "0")
+local heard = false
+if last > 0 and now > last then
+  local quiet = grace / 2 + math.max(0, max_retry - retry_after)
+  local first = redis.call("ZRANGEBYSCORE", seen, last, "+inf", "LIMIT", 0, 1, "WITHSCORES")
+  if first[2] then
+    quiet = math.min(quiet, tonumber(first[2]) - last + grace / 2)
+  end
+  heard = now - last <= math.max(quiet, grace / 2)
+end
+
 -- Abandoned tickets leave, a bounded batch per call (room_queue.lua's leave()).
 local stale = redis.call("ZRANGEBYSCORE", seen, "-inf", now - abandon_after, "LIMIT", 0, 256)
 if #stale > 0 then
@@ -67,11 +81,8 @@ if kept > 0 then
   for _, key in ipairs({line, seen, called, joined, counter, served, lapsed}) do
     redis.call("PEXPIRE", key, line_ttl)
   end
-  -- Visitors reached a replica that reached the store: no outage. A longer silence is left for
-  -- room_queue.lua to move the calls on by.
-  local retry_after = tonumber(ARGV[6] or "0") or 0
-  local last = tonumber(redis.call("HGET", lapsed, "") or "0")
-  if last > 0 and now > last and now - last <= grace / 2 + math.max(0, max_retry - retry_after) then
+  -- Visitors reached a replica that reached the store: no outage.
+  if heard then
     redis.call("HSET", lapsed, "", now)
   end
 end

@@ -54,11 +54,12 @@
 -- max_retry_after], so a ticket far back asks seldom and still asks again before its turn. It is
 -- due back then: a ticket is abandoned when its due-back time is abandon_after past, and a called
 -- ticket's grace starts at its due-back time if that comes after the call.
--- The grace waits while the store hears nobody: a line's visitors poll every few seconds (a ticket
--- far back every max_retry_after), so a silence longer than half the grace (plus max_retry_after -
--- retry_after) means they could not reach the store; the replicas' batched heartbeats count as heard (it was stopped, or
--- restarted with its data, or every replica's circuit was open). The called tickets' calls move on
--- by the silence, so an outage never eats their holders' grace.
+-- The grace waits while the store hears nobody: each ticket is due back at a known time, so when
+-- nobody asks within half the grace after the first ticket due back since the last ask (or, with
+-- none due, within half the grace plus max_retry_after - retry_after), they could not reach the
+-- store (it was stopped, or restarted with its data, or every replica's circuit was open); the
+-- replicas' batched heartbeats count as heard. The called tickets' calls move on by the silence,
+-- so an outage never eats their holders' grace.
 --
 -- Returns {admitted (0|1), ticket number (0 if none), position (live tickets ahead), queue length,
 --          called, slot (µs), now (µs), state (0; 1: before the opening; 2: refused, too many
@@ -95,9 +96,18 @@ local opens_at = tonumber(ARGV[10] or "0") or 0
 local retry_after = tonumber(ARGV[16] or "0") or 0
 local max_retry = math.max(retry_after, tonumber(ARGV[17] or "0") or 0)
 local served = KEYS[13]
--- A silence longer than this means nobody could reach the store: half the grace, plus what the
--- longest poll interval adds to the gap between two asks (a room of a few far-back tickets is quiet).
-local quiet = grace / 2 + (max_retry - retry_after)
+-- A silence since `last` (the last ask) longer than this means nobody could reach the store: the
+-- first ticket due back after `last` did not come within half the grace. With none due, half the
+-- grace plus what the longest poll interval adds to the gap between two asks (a room of a few
+-- far-back tickets is quiet). room_heartbeat.lua computes the same.
+local function quiet(last)
+  local longest = grace / 2 + (max_retry - retry_after)
+  local first = redis.call("ZRANGEBYSCORE", seen, last, "+inf", "LIMIT", 0, 1, "WITHSCORES")
+  if first[2] then
+    return math.min(longest, tonumber(first[2]) - last + grace / 2)
+  end
+  return longest
+end
 local prequeue = now < opens_at
 local hold = ARGV[6] == "1" or prequeue
 local state = prequeue and 1 or 0
@@ -170,7 +180,7 @@ if counted then
 end
 
 local last = tonumber(redis.call("HGET", lapsed, "") or "0")
-if last > 0 and now - last > quiet then
+if last > 0 and now - last > grace / 2 and now - last > quiet(last) then
   local calls = redis.call("ZRANGE", called, 0, 999, "WITHSCORES")
   for i = 1, #calls, 2 do
     redis.call("ZADD", called, tonumber(calls[i + 1]) + (now - last), calls[i])
