@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 import redis
-from crowd_sim import MAX_RETRY_AFTER, RETRY_AFTER, knobs, room_settings
+from crowd_sim import MAX_RETRY_AFTER, RETRY_AFTER, knobs, room_report, room_settings
 from fairness import ticket_number
 from harness import (
     WAITROOM_SCRIPT,
@@ -404,14 +404,7 @@ def measure(work: Path, clients: int, quick: bool = False) -> dict[str, Any]:
         "available": available,
         "quick": quick,
         "open_files": open_files,
-        "room": {
-            "new_sessions": NEW_SESSIONS,
-            "window_s": WINDOW_S,
-            "retry_after_s": RETRY_AFTER,
-            "max_retry_after_s": MAX_RETRY_AFTER,
-            "arrival_s": ARRIVAL_S,
-            "replicas": 2,
-        },
+        "room": room_report(NEW_SESSIONS, WINDOW_S, ARRIVAL_S),
         "runs": runs,
     }
 

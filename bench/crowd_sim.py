@@ -558,16 +558,21 @@ def measure(sizes: Sequence[int], work: Path, quick: bool = False) -> dict[str, 
     return {
         "available": available,
         "quick": quick,
-        "room": {
-            "new_sessions": NEW_SESSIONS,
-            "window_s": WINDOW_S,
-            "retry_after_s": RETRY_AFTER,
-            "max_retry_after_s": MAX_RETRY_AFTER,
-            "arrival_s": ARRIVAL_S,
-            "replicas": 2,
-        },
+        "room": room_report(NEW_SESSIONS, WINDOW_S, ARRIVAL_S),
         "sizes": list(sizes),
         "runs": runs,
+    }
+
+
+def room_report(new_sessions: int, window_s: float, arrival_s: float) -> dict[str, Any]:
+    """The room a crowd part ran against, as its report states it (2 replicas, both policies' knobs)."""
+    return {
+        "new_sessions": new_sessions,
+        "window_s": window_s,
+        "retry_after_s": RETRY_AFTER,
+        "max_retry_after_s": MAX_RETRY_AFTER,
+        "arrival_s": arrival_s,
+        "replicas": 2,
     }
 
 
