@@ -223,10 +223,11 @@ class Burst:
 
 def bursts_to_run(quick: bool) -> list[Burst]:
     """Every burst size on 1 and 4 replicas with Redis on loopback, then DELAYED_BURST visitors
-    with Redis DELAYS_MS away. Quick mode (CI, about 10 s): one burst of each kind, small, so the
-    measurement itself keeps working."""
-    if quick:
-        return [Burst(DELAYED_BURST, 1), Burst(50, 4), Burst(50, 1, DELAYS_MS[-1])]
+    with Redis DELAYS_MS away. Quick mode (CI, about 10 s): one burst on loopback and one with Redis
+    away, on one replica, so the measurement itself keeps working (tests/e2e/test_flash_crowd.py
+    runs bursts on 4 replicas)."""
+    if quick:  # one replica each: starting four is most of a burst's time, and the e2e tests do it
+        return [Burst(DELAYED_BURST, 1), Burst(50, 1, DELAYS_MS[-1])]
     return [Burst(n, r) for r in BURST_REPLICAS for n in BURST_SIZES] + [
         Burst(DELAYED_BURST, r, d) for d in DELAYS_MS for r in BURST_REPLICAS
     ]

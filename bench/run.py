@@ -293,7 +293,8 @@ def measure(
             into.redis_calls_per_request.append(store_calls_per_request(metrics_before, after))
         # The decision's own cost: one connection, so no request waits for another in the event loop.
         before_light = after
-        wrk(url + scenario.path, 2, connections=1, method=scenario.method, headers=headers, work=work)
+        light = min(2.0, max(1.0, seconds))  # --quick: 1 s
+        wrk(url + scenario.path, light, connections=1, method=scenario.method, headers=headers, work=work)
         s0, c0, b0 = histogram(before_light, "waitroom_decision_duration_seconds")
         s1, c1, b1 = histogram(idle_metrics(admin), "waitroom_decision_duration_seconds")
         if c1 > c0:
@@ -604,7 +605,7 @@ def main() -> int:
             "accuracy: flash crowds on one Redis", lambda: flash_crowds(Path(tmp), options.quick)
         )
     with tempfile.TemporaryDirectory(prefix="waitroom-fairness-") as tmp:
-        visitors = 100 if options.quick else fairness.VISITORS
+        visitors = 60 if options.quick else fairness.VISITORS
         report["fairness"] = step(
             f"fair queue: {visitors} visitors on 4 replicas",
             lambda: fairness.run(Path(tmp), visitors=visitors),
