@@ -282,7 +282,8 @@ def measure(
 ) -> None:
     with proxy_for(scenario, work, upstream, redis_port) as (url, admin):
         headers = prepare(scenario, url)
-        wrk(url + scenario.path, 1, method=scenario.method, headers=headers, work=work)  # warm-up
+        if seconds > 1:  # a warm-up, except in --quick (the smoke run: figures are not its point)
+            wrk(url + scenario.path, 1, method=scenario.method, headers=headers, work=work)
         metrics_before = idle_metrics(admin)
         result = wrk(url + scenario.path, seconds, method=scenario.method, headers=headers, work=work)
         into.runs.append(result)
