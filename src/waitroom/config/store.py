@@ -44,7 +44,9 @@ class StoreConfig(StrictModel):
     max_wait: Duration = Field(2.0, le=60)
     """The most a request waits for the store in all, including time the proxy's own event loop was
     too busy to read the answer, and time it queued before asking. Past it the proxy is saturated
-    and the request is shed (wait answer, or the rule's refusal), never admitted."""
+    and the request is shed (wait answer, or the rule's refusal), never admitted. `waitroom serve`'s
+    front door sheds a room's new visitors before mitmproxy reads them when a connection would take
+    longer than this to be answered."""
     on_error: StoreErrorPolicy = StoreErrorPolicy.LOCAL
     """What decides when the store fails."""
     key_prefix: str = Field("waitroom", pattern=r"^[A-Za-z0-9_:.-]{1,64}$")
