@@ -196,7 +196,10 @@ def test_many_waiting_visitors_are_spread_out_by_the_jitter(site: Site, new_cont
         planned.append(int(page.locator("html").get_attribute("data-first-retry") or "-1"))
     assert all(1400 <= d <= 2600 for d in planned), planned  # retry_after 2s ± 30 %
     assert len(set(planned)) > 1, planned
-    assert max(planned) - min(planned) > 300, planned
+    # Without jitter the eight plans would be one; with it, eight independent draws over 1200 ms
+    # fall within 100 ms of each other once in 4.8 million runs (within 300 ms: once in 2,900, which
+    # a fresh-clone run met).
+    assert max(planned) - min(planned) > 100, planned
 
     # And each page really asks when it says: its first poll, counted from when the page arrived
     # (its script runs after that, while the page is parsed: so never earlier than planned).
