@@ -5,6 +5,7 @@ plus a check that no key was dropped as unknown (the models themselves ignore un
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from cloudcoil.models.istio.networking.v1 import DestinationRule, Gateway, VirtualService
-from cloudcoil.models.istio.security.v1 import AuthorizationPolicy
-from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
 from pydantic import BaseModel
 
 from tests.kube.helm import render, values_files
@@ -22,13 +20,21 @@ from tests.kube.test_image import BIN
 
 KUBERNETES = ("1.25.0", kubernetes_validate.latest_version())
 """Chart.yaml's kubeVersion floor, and the newest schemas kubernetes-validate ships."""
-CUSTOM: dict[tuple[str, str], type[BaseModel]] = {
-    ("networking.istio.io/v1", "Gateway"): Gateway,
-    ("networking.istio.io/v1", "VirtualService"): VirtualService,
-    ("networking.istio.io/v1", "DestinationRule"): DestinationRule,
-    ("security.istio.io/v1", "AuthorizationPolicy"): AuthorizationPolicy,
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): ServiceMonitor,
+CUSTOM = {
+    ("networking.istio.io/v1", "Gateway"): "cloudcoil.models.istio.networking.v1",
+    ("networking.istio.io/v1", "VirtualService"): "cloudcoil.models.istio.networking.v1",
+    ("networking.istio.io/v1", "DestinationRule"): "cloudcoil.models.istio.networking.v1",
+    ("security.istio.io/v1", "AuthorizationPolicy"): "cloudcoil.models.istio.security.v1",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "cloudcoil.models.prometheus_operator.v1",
 }
+"""The custom resources the chart renders → the module of cloudcoil's model of their CRD (imported
+when a test uses it: the models take seconds to build, which every pytest worker would pay while
+collecting)."""
+
+
+def model(api_version: str, kind: str) -> type[BaseModel]:
+    found: type[BaseModel] = getattr(importlib.import_module(CUSTOM[(api_version, kind)]), kind)
+    return found
 
 
 def is_custom(obj: dict[str, Any]) -> bool:
@@ -71,8 +77,8 @@ def test_istio_and_prometheus_objects_match_their_crds(values_file: str) -> None
     objects = render(values_file)
     custom = [o for o in objects if is_custom(o)]
     for obj in custom:
-        model = CUSTOM[(obj["apiVersion"], obj["kind"])].model_validate(obj)
-        kept = model.model_dump(by_alias=True, exclude_unset=True)
+        validated = model(obj["apiVersion"], obj["kind"]).model_validate(obj)
+        kept = validated.model_dump(by_alias=True, exclude_unset=True)
         assert not unknown_keys(obj, kept), f"{obj['kind']}: unknown fields {unknown_keys(obj, kept)}"
     unexpected = {
         o["kind"] for o in objects if o["apiVersion"].endswith(("istio.io/v1", "coreos.com/v1"))
@@ -88,11 +94,12 @@ def test_the_checks_catch_a_wrong_field() -> None:
         kubernetes_validate.validate(deployment, KUBERNETES[0], strict=True)
     service = next(o for o in render("production-values.yaml") if o["kind"] == "VirtualService")
     service["spec"]["http"][0]["rewite"] = {"uri": "/"}
-    kept = VirtualService.model_validate(service).model_dump(by_alias=True, exclude_unset=True)
+    virtual_service = model("networking.istio.io/v1", "VirtualService")
+    kept = virtual_service.model_validate(service).model_dump(by_alias=True, exclude_unset=True)
     assert unknown_keys(service, kept) == [".spec.http[0].rewite"]
     service["spec"]["hosts"] = "shop.example.com"  # a string where the CRD wants a list
     with pytest.raises(ValueError, match="hosts"):
-        VirtualService.model_validate(service)
+        virtual_service.model_validate(service)
 
 
 def test_kubernetes_validate_cli_on_the_whole_stream(tmp_path: Path) -> None:
