@@ -43,8 +43,8 @@ POLL_MAX = 1.3 * RETRY_AFTER
 """The page polls every retry_after × U(0.7, 1.3)."""
 SLACK = 0.25
 """Client-side timing slack: the event loops of the visitors and of the proxies."""
-UNHEARD_ALLOWED = GRACE - POLL_MAX
-"""The longest a visitor may go unheard beyond its pause and still be owed its order: a called
+UNHEARD_ALLOWED = GRACE
+"""The longest a visitor near the head may go unheard and still be owed its order: a called
 ticket's holder whose asks reach the store within the grace keeps its call."""
 
 
@@ -83,9 +83,10 @@ class Visitor:
     """How much longer than planned the visitor's last pause took: the test's own event loop, busy
     with 300 visitors, delays the next poll by this much (not the proxy's doing)."""
     unheard: float = 0.0
-    """The longest delay beyond a pause of the page's while near the head (it may be called by its
-    next ask): a poll that took this long (a saturated proxy sat on it), or a pause this much late
-    (the test's own loop stalled). Past
+    """The longest the store may have gone without hearing the visitor while it was near the head
+    (it may be called by its next ask): from the send of an answered ask to the answer of the next
+    one, since the store heard each somewhere in between. A saturated proxy sitting on a poll and
+    the test's own event loop waking a pause late both stretch it, and they add up. Past
     UNHEARD_ALLOWED a call may have lapsed while the visitor was away, and the line owes it no
     order (docs/concepts.md, "The line")."""
     polls: int = 0
@@ -111,6 +112,15 @@ async def _visit(
 ) -> None:
     await asyncio.sleep(max(0.0, start - time.monotonic()))
     headers = {"Accept": "application/json"}
+    heard_from: float | None = None
+    """When the last answered ask near the head was sent (None: not near the head)."""
+
+    def heard(asked: float, near_head: bool) -> None:
+        nonlocal heard_from
+        if heard_from is not None:
+            visitor.unheard = max(visitor.unheard, time.monotonic() - heard_from)
+        heard_from = asked if near_head else None
+
     async with httpx.AsyncClient(timeout=10) as client:
         visitor.arrived = time.monotonic()
         while time.monotonic() < deadline:
@@ -121,10 +131,10 @@ async def _visit(
             except httpx.HTTPError as e:
                 visitor.errors.append(type(e).__name__)
                 visitor.story.append((asked, time.monotonic() - asked, replica, type(e).__name__, None, None))
-                visitor.unheard = max(visitor.unheard, time.monotonic() - asked)
-                await asyncio.sleep(RETRY_AFTER)
+                await asyncio.sleep(RETRY_AFTER)  # unheard: the gap goes on to the next answer
                 continue
             if response.status_code == 200:
+                heard(asked, False)
                 visitor.asked, visitor.admitted = asked, time.monotonic()
                 visitor.story.append((asked, visitor.admitted - asked, replica, "in", 0, visitor.ticket))
                 return
@@ -140,8 +150,7 @@ async def _visit(
             if visitor.eta is None:
                 visitor.eta, visitor.position = body.get("eta_seconds"), body.get("position")
             near_head = (body.get("position") or 0) < 2 * NEW_SESSIONS  # it may be called by its next ask
-            if near_head:
-                visitor.unheard = max(visitor.unheard, visitor.lag)
+            heard(asked, near_head)
             visitor.story.append(
                 (asked, visitor.lag, replica, "waiting", body.get("position"), visitor.ticket)
             )
@@ -153,8 +162,6 @@ async def _visit(
             paused = time.monotonic()
             await asyncio.sleep(pause)
             visitor.late = max(0.0, time.monotonic() - paused - pause)
-            if near_head:
-                visitor.unheard = max(visitor.unheard, visitor.late)
 
 
 async def drive(
