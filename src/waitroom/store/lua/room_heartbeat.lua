@@ -41,8 +41,8 @@ local line_ttl = math.ceil((max_retry + abandon_after + grace) / 1000) + 1000
 -- longer than room_queue.lua's quiet() is an outage, left for room_queue.lua to move the calls on by.
 local retry_after = tonumber(ARGV[6] or "0") or 0
 local last = tonumber(redis.call("HGET", lapsed, "") or "0")
-local heard = false
-if last > 0 and now > last then
+local heard = last > 0 and now > last and now - last <= grace / 2  -- no outage is that short
+if last > 0 and now > last and not heard then
   local quiet = grace / 2 + math.max(0, max_retry - retry_after)
   local first = redis.call("ZRANGEBYSCORE", seen, last, "+inf", "LIMIT", 0, 1, "WITHSCORES")
   if first[2] then
