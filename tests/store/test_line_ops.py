@@ -14,7 +14,7 @@ from waitroom.config.schema import parse_config
 from waitroom.metrics import METRICS
 from waitroom.rooms.decider import Decider, Outcome
 from waitroom.rooms.sessions import SessionCodec, cookie_name, keys_from_secret
-from waitroom.store.base import QueuePolicy, Store
+from waitroom.store.base import QueuePolicy, RoomPolicy, Store
 from waitroom.store.redis import RedisStore
 from waitroom.store.redis_client import client_from_url
 
@@ -193,6 +193,69 @@ async def test_a_silent_store_does_not_eat_the_grace(store_and_clock: tuple[Stor
     assert not (await store.queue(room, "behind")).admitted  # the place is still "called"'s
     clock.now += 1
     assert (await store.queue(room, "called")).admitted
+
+
+async def test_waiting_answers_mark_the_called_and_the_lapsed_tickets(
+    store_and_clock: tuple[Store, Clock],
+) -> None:
+    """Every waiting ticket's answer carries the highest number called and the highest whose call
+    lapsed or was given up: the tickets between them hold their places (rooms/line.py, "Called
+    before an outage")."""
+    store, clock = store_and_clock
+    room = QueuePolicy("marks", new_sessions=2, window=10.0, abandon_after=60.0, grace=4.0)
+    for sid in ("a", "b"):
+        assert (await store.queue(room, sid)).admitted
+    tickets = {sid: (await store.queue(room, sid)).ticket for sid in ("c", "d", "e", "f", "g")}
+    assert tickets == {"c": 1, "d": 2, "e": 3, "f": 4, "g": 5}
+    first = await store.queue(room, "g")
+    assert (first.last_called, first.last_lapsed) == (0, 0)
+    clock.now += 10  # two places: c and d are called
+    turn = await store.queue(room, "g")
+    assert (turn.last_called, turn.last_lapsed) == (2, 0)
+    clock.now += 2
+    await store.queue(room, "c")  # c gets in; d never comes
+    for _ in range(3):  # g polls as a page does; d's call lapses after the grace: e is called
+        clock.now += 1
+        turn = await store.queue(room, "g")
+    assert (turn.last_called, turn.last_lapsed) == (3, 2)
+    assert await store.release(room.name, "e", 60.0)  # e, called, gives its place up: f gets it
+    turn = await store.queue(room, "g")
+    assert (turn.last_called, turn.last_lapsed) == (4, 3)
+
+
+async def test_a_called_ticket_let_in_during_an_outage_takes_its_held_place(
+    store_and_clock: tuple[Store, Clock],
+) -> None:
+    """The write-back of a called ticket let in while the store was away: it leaves the line, counts
+    in the window at the time it got in, and is counted inside in the place its call held; the
+    next in line is not called into that place."""
+    store, clock = store_and_clock
+    room = QueuePolicy(
+        "back", new_sessions=2, window=10.0, abandon_after=60.0, grace=4.0, max_active=2, ttl=30.0
+    )
+    block = RoomPolicy("back", new_sessions=2, window=10.0, block_for=0.0, max_active=2, ttl=30.0)
+    for sid in ("a", "b"):
+        assert (await store.queue(room, sid)).admitted
+    await store.queue(room, "c")
+    await store.queue(room, "d")
+    clock.now += 10
+    assert await store.release(room.name, "a", 30.0)  # one place inside, and two in the window
+    turn = await store.queue(room, "d")
+    assert (turn.admitted, turn.last_called, turn.called) == (False, 1, 1)  # c is called
+    clock.now += 2  # c was let in by a replica while the store was away, 1 s ago; written back now
+    gone = ("lost", clock.now - 1)  # a ticket the line does not hold (a store restarted empty)
+    await store.record(block, [], clock.now, [("c", clock.now - 1), gone])
+    state = await store.room_state(block)
+    assert (state.in_window, state.active) == (
+        1,
+        2,
+    )  # c: in the window and inside, no longer in line; not "lost"
+    turn = await store.queue(room, "d")
+    # The room is full: d waits, first in line, uncalled.
+    assert (turn.admitted, turn.position, turn.queue_length, turn.called) == (False, 0, 1, 0)
+    again = await store.queue(room, "c")  # c's ticket again: the session it got, no second place
+    assert again.admitted
+    assert (await store.room_state(block)).active == 2
 
 
 async def test_hold_keeps_the_line_and_calls_nobody(store_and_clock: tuple[Store, Clock]) -> None:

@@ -147,6 +147,10 @@ class QueuePolicy:
     """The longest poll interval a waiting ticket is told."""
 
 
+Tickets = Sequence[tuple[str, float]]
+"""Called tickets let in while the store was away: (session id, time), as RoomStore.record takes."""
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """The store's answer for one visitor of a `fifo` room."""
@@ -187,6 +191,15 @@ class Turn:
     """A waiting ticket: tickets whose call lapsed (they keep their numbers, uncalled)."""
     in_window: int = 0
     """A waiting ticket: admissions in the window now."""
+    last_called: int = 0
+    """A waiting ticket: the highest ticket number called, ever..."""
+    last_lapsed: int = 0
+    """... and the highest whose call lapsed or was given up, ever. A ticket numbered above
+    last_lapsed and at most last_called holds the place its call gave it until it is used
+    (rooms/line.py, "Called before an outage")."""
+    epoch: int = 0
+    """A waiting ticket: when the line started (µs, the store's clock); the ticket numbers and
+    the marks above count from then (a line that went and came back starts again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,10 +318,16 @@ class RoomStore(Protocol):
         `room.block_for` and refuse. Raises StoreError when it cannot answer."""
         ...
 
-    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
-        """Put admissions decided elsewhere (the `local` policy, while this store was away) into the
-        room's window: `(session id, time)` pairs whose times are on the clock that read `now`, so
-        each keeps its age. Ids already in the log are not counted twice."""
+    async def record(
+        self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float, tickets: Tickets = ()
+    ) -> None:
+        """Put admissions decided elsewhere while this store was away into the room's window:
+        `(session id, time)` pairs whose times are on the clock that read `now`, so each keeps its
+        age. Ids already in the log are not counted twice. `admissions`: the `local` policy's;
+        `tickets`: called tickets let in (rooms/line.py), each counted only if the line still holds
+        it (a store that lost its data holds no place for it): it leaves the line, and one still
+        called is counted inside (with max_active) in the place its call held, unless the cap is
+        full or it was released (room_record.lua)."""
         ...
 
     async def room_state(self, room: RoomPolicy) -> RoomState:

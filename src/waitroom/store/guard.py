@@ -27,6 +27,7 @@ from waitroom.store.base import (
     RoomState,
     Store,
     StoreError,
+    Tickets,
     Turn,
 )
 from waitroom.store.pipelined import ConnectionLost
@@ -44,10 +45,17 @@ a called visitor whose polls reach only replicas that stopped asking the store w
 line asks it again within a third of the grace, and a called visitor polling at its interval is
 heard in time (a cool_down longer than the grace left one replica deaf while the others had moved
 on, and let later tickets in seconds before it)."""
+POLL_PROBES = 4
+"""... and at least this many times per retry_after: the line's order is promised within one poll
+interval, and a replica still deaf after the store came back answers a ticket called meanwhile
+"wait" while the replicas that heard it let later tickets in (a probe every third of a 3 s grace
+put up to a second of that into the order's inversions). A probe is one PING."""
 
 
 def _line_probes(room: QueuePolicy) -> float:
-    """How long a line's calls let an open circuit wait before a probe (LINE_PROBES)."""
+    """How long a line's calls let an open circuit wait before a probe (LINE_PROBES, POLL_PROBES)."""
+    if room.retry_after > 0:
+        return min(room.grace / LINE_PROBES, room.retry_after / POLL_PROBES)
     return room.grace / LINE_PROBES
 
 
@@ -219,8 +227,10 @@ class GuardedStore:
     async def set_overrides(self, changes: dict[str, str | None]) -> None:
         await self._guarded("set_overrides", self.inner.set_overrides(changes))
 
-    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
-        await self._guarded("record", self.inner.record(room, admissions, now))
+    async def record(
+        self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float, tickets: Tickets = ()
+    ) -> None:
+        await self._guarded("record", self.inner.record(room, admissions, now, tickets))
 
     async def _guarded[T](
         self, operation: str, call: Coroutine[Any, Any, T], probe_within: float | None = None

@@ -21,6 +21,7 @@ from waitroom.store.base import (
     RateResult,
     RoomPolicy,
     RoomState,
+    Tickets,
     Turn,
     to_micros,
 )
@@ -86,8 +87,10 @@ class MemoryStore:
     async def admit(self, room: RoomPolicy, session_id: str, client: str = "") -> Admission:
         return self.rooms.admit(room, session_id, client)
 
-    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
-        self.rooms.record(room, admissions, now)
+    async def record(
+        self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float, tickets: Tickets = ()
+    ) -> None:
+        self.rooms.record(room, admissions, now, tickets)
 
     async def room_state(self, room: RoomPolicy) -> RoomState:
         return self.rooms.room_state(room)

@@ -37,6 +37,12 @@ class MemoryLine:
     """Tickets called, ever (room_queue.lua's served counters)."""
     out: int = 0
     """Tickets that left the line, ever."""
+    born: int = 0
+    """When the line started (µs): its epoch (room_queue.lua's served "born")."""
+    last_called: int = 0
+    """The highest ticket number (as shown) called, ever (room_queue.lua's served marks)..."""
+    last_lapsed: int = 0
+    """... and the highest whose call lapsed or was given up, ever."""
     lapsed: dict[str, int] = field(default_factory=dict)
     """Session id → when its call lapsed: called, not used within grace, and not asked since. It
     keeps its number (room_queue.lua says why) and is not called again before its holder asks."""
@@ -72,6 +78,12 @@ class MemoryLine:
         forget_expired_front(table, now)
         if not table and self._table_grew:  # a dict never gives back its size: a new one does
             self.tickets_from, self._table_grew = OrderedDict(), False
+
+    def give_up(self, sid: str) -> None:
+        """A called ticket gives its place up (released): the next in line gets it."""
+        if sid in self.called:
+            self.last_lapsed = max(self.last_lapsed, shown(self.tickets[sid]))
+        self.leave(sid)
 
     def leave(self, sid: str) -> None:
         number = self.tickets.pop(sid, None)
@@ -111,6 +123,7 @@ class MemoryLine:
         for sid in [sid for sid, at in self.called.items() if at <= now - grace]:
             del self.called[sid]
             self.lapsed[sid] = now
+            self.last_lapsed = max(self.last_lapsed, shown(self.tickets[sid]))
 
     def drop_abandoned(self, now: int, abandon_after: int) -> None:
         """Tickets due back more than abandon_after ago leave (the earliest due first)."""
@@ -138,6 +151,7 @@ class MemoryLine:
             sid = self.holders[number]
             if done < free and sid not in self.called and sid not in self.lapsed:
                 self.called[sid] = max(now, self.seen.get(sid, now))  # room_queue.lua says why
+                self.last_called = max(self.last_called, shown(number))
                 done += 1
         self.calls += done
         return done
@@ -148,6 +162,16 @@ class MemoryLine:
         bisect.insort(self.numbers, number)
         self.due_back(sid, now)
         self.joined[sid] = now
+
+
+AFTER_OPENING = 2**48
+"""Tickets numbered by the counter come after every pre-queue ticket (numbered by a 48-bit hash)."""
+
+
+def shown(number: int) -> int:
+    """The number a ticket shows (room_queue.lua's shown()): its place in arrival order; 0 for a
+    pre-queue ticket, whose number is a hash."""
+    return number - AFTER_OPENING if number >= AFTER_OPENING else 0
 
 
 def forget_expired_front[K, V](table: OrderedDict[K, tuple[V, int]], now: int) -> None:

@@ -22,11 +22,12 @@ from waitroom.store.base import (
     QueueState,
     RoomPolicy,
     RoomState,
+    Tickets,
     Turn,
     to_micros,
 )
 from waitroom.store.memory_holds import MemoryHolds
-from waitroom.store.memory_line import MemoryLine
+from waitroom.store.memory_line import AFTER_OPENING, MemoryLine, shown
 from waitroom.store.memory_log import AdmissionLog
 
 
@@ -187,6 +188,7 @@ class MemoryRooms:
         now = to_micros(self._clock())
         state = self._room(room.name, now, room.window)
         log, line = state.log, state.line
+        line.born = line.born or now
         prequeue = now < to_micros(room.opens_at)
         hold = room.hold or prequeue
         window, ttl, capped = to_micros(room.window), to_micros(room.ttl), bool(room.max_active)
@@ -232,7 +234,7 @@ class MemoryRooms:
             slot = _slot(position - called, room.new_sessions, window_free, log, now, room.window)
             return Turn(
                 False,
-                _shown(number),
+                shown(number),
                 position,
                 length,
                 called,
@@ -245,6 +247,9 @@ class MemoryRooms:
                 out=line.out,
                 lapsed=lapsed,
                 in_window=len(log),
+                last_called=line.last_called,
+                last_lapsed=line.last_lapsed,
+                epoch=line.born,
             )
 
         number = line.tickets.get(session_id)
@@ -252,7 +257,7 @@ class MemoryRooms:
             if session_id in line.called:  # its turn has come
                 line.leave(session_id)
                 enter()
-                return Turn(True, _shown(number), 0, length - 1, called - 1, 0.0, now / MICROS)
+                return Turn(True, shown(number), 0, length - 1, called - 1, 0.0, now / MICROS)
             return waiting(number, bisect.bisect_left(line.numbers, number), length)
         if counted:  # a newcomer: a place of any kind only while its address holds fewer
             limit = room.places_per_ip
@@ -357,7 +362,7 @@ class MemoryRooms:
             state.keep_departures(now)
             state.depart(now, now)
         held = active or session_id in state.line.tickets
-        state.line.leave(session_id)
+        state.line.give_up(session_id)
         released = state.released
         while released and next(iter(released.values())) <= now - to_micros(ttl):
             del released[next(iter(released))]
@@ -403,16 +408,33 @@ class MemoryRooms:
         active = sum(1 for at in state.active.values() if at > now - to_micros(room.ttl))
         return RoomState(len(state.log), max(0, state.blocked_until - now) / MICROS, active)
 
-    def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
+    def record(
+        self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float, tickets: Tickets = ()
+    ) -> None:
         """Count admissions made elsewhere (`(session id, time)`, times on the clock that read
         `now`) in the room's window, as of this store's clock."""
+        # Follows room_record.lua.
         here = to_micros(self._clock())
         state = self._rooms.setdefault(room.name, _RoomState())
         cutoff = here - to_micros(room.window)
-        for session_id, at in admissions:
-            when = here - to_micros(now - at)
+        ttl = to_micros(room.ttl)
+        ticket_ids = {session_id for session_id, _ in tickets}
+        for session_id, at in [*tickets, *admissions]:
+            when = min(here, here - to_micros(now - at))
+            was_called = session_id in state.line.called
+            if session_id in ticket_ids and session_id not in state.line.tickets:
+                continue  # the line lost it: no place is held for it here
+            state.line.leave(session_id)
             if when > cutoff and state.log.when(session_id) is None:
                 state.log.add(when, session_id)
+            if (
+                was_called
+                and room.max_active
+                and session_id not in state.released
+                and state.active_count(here, ttl) < room.max_active
+                and session_id not in state.active
+            ):
+                state.activate(session_id, here)
 
     def room_admissions(self, room: str) -> list[tuple[str, float]]:
         """The (session id, time in seconds) of a room's admissions still in its log."""
@@ -432,8 +454,6 @@ class MemoryRooms:
 
 HORIZON = round(DEPARTURE_HORIZON * MICROS)
 """µs of departures a record keeps."""
-AFTER_OPENING = 2**48
-"""Tickets numbered by the counter come after every pre-queue ticket (numbered by a 48-bit hash)."""
 
 
 def prequeue_rank(seed: str, session_id: str) -> int:
@@ -444,11 +464,6 @@ def prequeue_rank(seed: str, session_id: str) -> int:
 def _hold_ttl(line: int, ttl: int, window: int) -> int:
     """How long an address's holds are kept after its last ask (µs), as holds.lua's hold_ttl."""
     return max(line, ttl, window) + 1_000_000
-
-
-def _shown(number: int) -> int:
-    """The number a ticket shows: its place in arrival order, 0 in the pre-queue."""
-    return number - AFTER_OPENING if number >= AFTER_OPENING else 0
 
 
 def _longer(room: QueuePolicy) -> int:

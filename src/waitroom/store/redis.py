@@ -28,6 +28,7 @@ from waitroom.store.base import (
     RateResult,
     RoomPolicy,
     RoomState,
+    Tickets,
     Turn,
 )
 from waitroom.store.pipelined import PipelinedConnection, PipelinedScript
@@ -92,8 +93,10 @@ class RedisStore:
     async def admit(self, room: RoomPolicy, session_id: str, client: str = "") -> Admission:
         return await self.rooms.admit(room, session_id, client)
 
-    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
-        await self.rooms.record(room, admissions, now)
+    async def record(
+        self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float, tickets: Tickets = ()
+    ) -> None:
+        await self.rooms.record(room, admissions, now, tickets)
 
     async def room_state(self, room: RoomPolicy) -> RoomState:
         return await self.rooms.room_state(room)

@@ -21,6 +21,7 @@ from waitroom.store.base import (
     QueueState,
     RoomPolicy,
     RoomState,
+    Tickets,
     Turn,
 )
 from waitroom.store.redis_client import load_lua, redis_errors, script_time, text
@@ -137,7 +138,8 @@ class RedisRooms:
         with redis_errors():
             reply = await self._queue(keys=keys, args=args)
         admitted, ticket, position, length, called, slot, now, state = reply[:8]
-        interval, calls, out, lapsed, in_window = reply[8:13] if len(reply) >= 13 else (0, 0, 0, 0, 0)
+        waiting = reply[8:16] if len(reply) >= 16 else (0,) * 8
+        interval, calls, out, lapsed, in_window, last_called, last_lapsed, epoch = waiting
         return Turn(
             bool(admitted),
             int(ticket),
@@ -149,12 +151,15 @@ class RedisRooms:
             prequeue=state == 1,
             refused=state == 2,
             used=state == 3,
-            inside=_inside(reply[13:16]),
+            inside=_inside(reply[16:19]),
             interval=interval / MICROS,
             calls=int(calls),
             out=int(out),
             lapsed=int(lapsed),
             in_window=int(in_window),
+            last_called=int(last_called),
+            last_lapsed=int(last_lapsed),
+            epoch=int(epoch),
         )
 
     async def touch(
@@ -226,12 +231,26 @@ class RedisRooms:
         ranks = tuple(None if int(rank) < 0 else int(rank) for rank in reply[7:])
         return LineGlance(now / MICROS, length, ncalled, lapsed, in_window, calls, out, ranks)
 
-    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
-        args: list[str | int] = [round(room.window * MICROS), round(now * MICROS), script_time(self._clock)]
-        for session_id, at in admissions:
+    async def record(
+        self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float, tickets: Tickets = ()
+    ) -> None:
+        args: list[str | int] = [
+            round(room.window * MICROS),
+            round(now * MICROS),
+            script_time(self._clock),
+            room.max_active,
+            round(room.ttl * MICROS),
+            len(tickets),
+        ]
+        for session_id, at in [*tickets, *admissions]:
             args += [session_id, round(at * MICROS)]
+        log, line, seen, called, joined, _ = self.queue_keys(room.name)
+        _, _, active, released, departed = self.room_keys(room.name)
+        tag = f"{self._prefix}:{{room:{room.name}}}"
+        lapsed, served = f"{tag}:lapsed", self._served(room.name)
+        keys = [log, line, seen, called, joined, lapsed, served, active, released, departed]
         with redis_errors():
-            await self._room_record(keys=self.room_keys(room.name)[:1], args=args)
+            await self._room_record(keys=keys, args=args)
 
     async def room_state(self, room: RoomPolicy) -> RoomState:
         args = [round(room.window * MICROS), script_time(self._clock), round(room.ttl * MICROS)]

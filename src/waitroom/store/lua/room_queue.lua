@@ -19,7 +19,11 @@
 -- KEYS[13] served: hash with "calls" (tickets called, ever) and "out" (tickets that left the line,
 --          ever): two counters that only grow while the line exists, for the replicas' line views
 --          (rooms/line_view.py): a ticket with b uncalled tickets ahead cannot be called before
---          calls + out grew by b
+--          calls + out grew by b; and "last_called" (the highest ticket number called, ever) and
+--          "last_lapsed" (the highest number whose call lapsed or was given up, ever): a ticket
+--          numbered above last_lapsed and at most last_called was called and holds its place in the
+--          window and the cap until it is used, so that a replica may let it in while the store is
+--          away (rooms/line.py, "Called before an outage")
 -- ARGV[1]  new_sessions: admissions allowed per window
 -- ARGV[2]  window (µs)
 -- ARGV[3]  abandon_after (µs): a ticket not seen for this long is dropped
@@ -69,7 +73,10 @@
 --          and no second session, the caller asks again as a newcomer), then with
 --          max_active: active sessions, departures, µs the departures cover (see Inside in base.py)};
 --          a waiting ticket's answer has, between the state and the places inside: its poll interval
---          (µs), the served counters calls and out, lapsed tickets, and admissions in the window.
+--          (µs), the served counters calls and out, lapsed tickets, admissions in the window, and
+--          the served marks last_called and last_lapsed, and the line's epoch (served "born": when
+--          the line started, µs; a line that went and came back, or a store restarted empty, has
+--          a new one, and its numbers start again).
 -- Every key shares the hash tag {room:NAME}: one Cluster slot.
 
 --#include departures.lua
@@ -117,6 +124,7 @@ local line_ttl = math.ceil((max_retry + abandon_after + grace) / 1000) + 1000
 local function keep()
   if served then
     redis.call("HSETNX", served, "calls", 0)  -- so that a release finds it (room_release.lua)
+    redis.call("HSETNX", served, "born", now)  -- the line's epoch: its numbers count from here
   end
   for _, key in ipairs({line, seen, called, joined, lapsed, counter, served}) do
     redis.call("PEXPIRE", key, line_ttl)
@@ -126,6 +134,13 @@ end
 local function count(field, n)  -- a served counter grows; the key never lives without an expiry
   if n > 0 and served then
     redis.call("HINCRBY", served, field, n)
+    redis.call("PEXPIRE", served, line_ttl)
+  end
+end
+
+local function raise(field, n)  -- a served high-water mark (last_called, last_lapsed) grows
+  if n > 0 and served and n > tonumber(redis.call("HGET", served, field) or "0") then
+    redis.call("HSET", served, field, n)
     redis.call("PEXPIRE", served, line_ttl)
   end
 end
@@ -195,9 +210,12 @@ leave(redis.call("ZRANGEBYSCORE", seen, "-inf", now - abandon_after, "LIMIT", 0,
 local unused = redis.call("ZRANGEBYSCORE", called, "-inf", now - grace, "LIMIT", 0, 256)
 if #unused > 0 then
   redis.call("ZREM", called, unpack(unused))
+  local fence = 0
   for _, member in ipairs(unused) do
     redis.call("HSET", lapsed, member, now)
+    fence = math.max(fence, shown(redis.call("ZSCORE", line, member) or 0))
   end
+  raise("last_lapsed", fence)
 end
 -- A lapsed ticket's holder is back: it may be called again, first (its number is the smallest).
 redis.call("HDEL", lapsed, sid)
@@ -218,9 +236,11 @@ if not hold and free > 0 then
   -- 1000 before their end (only a passed opening moved later puts uncalled tickets among them).
   local batch = math.min(free, 1000)
   local first = math.max(0, ncalled - 1000)
-  local heads = redis.call("ZRANGE", line, first, ncalled + math.min(nlapsed + batch, 1000) + batch - 1)
-  local calls = 0
-  for _, member in ipairs(heads) do
+  local upto = ncalled + math.min(nlapsed + batch, 1000) + batch - 1
+  local heads = redis.call("ZRANGE", line, first, upto, "WITHSCORES")
+  local calls, highest = 0, 0
+  for i = 1, #heads, 2 do
+    local member = heads[i]
     if calls >= batch then
       break
     end
@@ -230,9 +250,11 @@ if not hold and free > 0 then
       redis.call("ZADD", called, math.max(now, due), member)
       ncalled = ncalled + 1
       calls = calls + 1
+      highest = math.max(highest, shown(heads[i + 1]))
     end
   end
   count("calls", calls)
+  raise("last_called", highest)
   free = free - calls
 end
 local length = redis.call("ZCARD", line)
@@ -277,10 +299,13 @@ end
 
 local function counters()
   if not served then
-    return 0, 0
+    return {0, 0, 0, 0, 0}
   end
-  local c = redis.call("HMGET", served, "calls", "out")
-  return tonumber(c[1] or "0") or 0, tonumber(c[2] or "0") or 0
+  local c = redis.call("HMGET", served, "calls", "out", "last_called", "last_lapsed", "born")
+  for i = 1, 5 do
+    c[i] = tonumber(c[i] or "0") or 0
+  end
+  return c
 end
 
 -- A waiting ticket's answer, with its poll interval (the ticket is due back after it), the line's
@@ -288,8 +313,8 @@ end
 local function waiting(reply, position)
   local every = interval(position)
   redis.call("ZADD", seen, now + every, sid)
-  local ncalls, nout = counters()
-  for _, value in ipairs({every, ncalls, nout, lapsed_now, in_window}) do
+  local c = counters()
+  for _, value in ipairs({every, c[1], c[2], lapsed_now, in_window, c[3], c[4], c[5]}) do
     reply[#reply + 1] = value
   end
   if max_active > 0 then

@@ -4,7 +4,8 @@
 -- KEYS[1]  the room's active sessions     KEYS[2]  the room's released sessions
 -- KEYS[3..6]  the line: line, last seen, called, joined (as in room_queue.lua)
 -- KEYS[7]  the room's departures record (departures.lua): a session that was active departs now
--- KEYS[8]  the line's served counters (room_queue.lua): a ticket that leaves counts as "out"
+-- KEYS[8]  the line's served counters (room_queue.lua): a ticket that leaves counts as "out", and a
+--          called ticket given up raises last_lapsed to its number (its place goes to the next)
 -- ARGV[1]  the session id
 -- ARGV[2]  session ttl (µs): how long a released id is remembered (its cookie cannot outlive that)
 -- ARGV[3]  optional "now" (µs); empty = the server's TIME
@@ -27,10 +28,17 @@ if held > 0 then
   departures_keep(KEYS[7], now, ttl)
   depart(KEYS[7], sid, now, now)
 end
+local number = tonumber(redis.call("ZSCORE", KEYS[3], sid) or "0")
 local ticket = redis.call("ZREM", KEYS[3], sid)
 held = held + ticket
 if ticket > 0 and KEYS[8] and redis.call("EXISTS", KEYS[8]) == 1 then
   redis.call("HINCRBY", KEYS[8], "out", 1)  -- keeps the key's expiry
+  local AFTER_OPENING = 281474976710656  -- room_queue.lua's shown(): 0 for a pre-queue ticket
+  local shown = number >= AFTER_OPENING and number - AFTER_OPENING or 0
+  local fence = tonumber(redis.call("HGET", KEYS[8], "last_lapsed") or "0")
+  if redis.call("ZSCORE", KEYS[5], sid) and shown > fence then
+    redis.call("HSET", KEYS[8], "last_lapsed", shown)
+  end
 end
 redis.call("ZREM", KEYS[4], sid)
 redis.call("ZREM", KEYS[5], sid)
