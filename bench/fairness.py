@@ -103,7 +103,7 @@ def ticket_number(cookie: str) -> int | None:
         fields = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().split("|")
     except ValueError:
         return None
-    known = (len(fields) == 5 and fields[0] == "q1") or (len(fields) == 7 and fields[0] == "q2")
+    known = (fields[0], len(fields)) in {("q1", 5), ("q2", 7), ("q3", 10)}  # rooms/sessions.py
     return int(fields[3]) if known else None
 
 

@@ -126,6 +126,7 @@ class LineMetrics:
     proofs: Counter
     polls: Counter
     view_heartbeats: Counter
+    called_in_outage: Counter
 
     @classmethod
     def declare(cls, registry: CollectorRegistry) -> LineMetrics:
@@ -180,6 +181,13 @@ class LineMetrics:
                 "the batched call per room per second; failed: the call failed, their next polls ask "
                 "the store).",
                 ["room", "outcome"],
+                registry=registry,
+            ),
+            called_in_outage=Counter(
+                "waitroom_queue_called_in_outage",
+                "A fifo room: tickets let in while the store was away, because it had called them "
+                "before (their places are held in the window and the cap; written back when it answers).",
+                ["room"],
                 registry=registry,
             ),
         )

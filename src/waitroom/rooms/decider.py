@@ -102,10 +102,10 @@ class Decider:
         """Which `store.on_error` policy decides while the store fails, and its local store."""
         self.new_id = SessionIds()
         """New session ids (a replay hands over its recording's)."""
-        self.sync = LocalSync(store, self.on_error, clock)
+        self.sync = LocalSync(store, self.on_error, clock, active_ttl(config.session.ttl))
         self.activity = Activity(store, active_ttl(config.session.ttl), clock)
         """Sessions' activity for the caps, and releases."""
-        self.line = Line(config, store, codec, clock, self.sync, self.new_id)
+        self.line = Line(config, store, codec, clock, self.sync, self.new_id, self.activity.released)
         """The `fifo` rooms' decisions."""
 
     def set_overrides(self, overrides: Overrides) -> None:

@@ -9,6 +9,15 @@ interval, from its place). A ticket far from the head is answered by the replica
 Places are given at the room's rate (`new_sessions` per `window`), across every replica that shares
 the store, and inside the cap (`max_active`); the visitor's estimate is estimate.py's.
 docs/concepts.md, "The line", says what is guaranteed and what is not.
+
+Called before an outage: while the store fails, the line is held (nobody is called, every ticket
+keeps its number), but a ticket the store had already called holds its place in the window and the
+cap, so its holder is let in at its first poll instead of after the outage, behind later tickets
+called with it. A replica knows which tickets those are from the store's latest answer to a waiting
+ticket: every ticket numbered above `last_lapsed` and at most `last_called` was called and has not
+given its place up, as long as its call cannot have lapsed yet — it is due back (its cookie says
+when) less than the grace ago. The admission is written back when the store answers again
+(LocalSync, room_record.lua): the ticket leaves the line and takes its place inside.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from waitroom.rooms.line_view import Cached, LineView, mark_of
 from waitroom.rooms.local_sync import LocalSync
 from waitroom.rooms.policy import queue_policy
 from waitroom.rooms.proof import KEY_PURPOSE, ProofOfWork, Result, visitor_binding
-from waitroom.rooms.sessions import SessionCodec, new_session_id
+from waitroom.rooms.sessions import Session, SessionCodec, new_session_id
 from waitroom.store.base import Clock, LineStore, Overloaded, QueuePolicy, StoreError, Turn
 from waitroom.web.request import RequestFacts
 from waitroom.web.wait import PAUSED, PROOF_HEADER, Challenge, Estimate, Place
@@ -77,9 +86,17 @@ class Line:
         clock: Clock,
         sync: LocalSync,
         new_id: Callable[[], str] = new_session_id,
+        released: Callable[[str, str], bool] = lambda room, session_id: False,
     ) -> None:
         self.new_id = new_id
         """New session ids (a replay hands over its recording's)."""
+        self.released = released
+        """Whether a session of a room was released, as far as this replica knows (Activity)."""
+        self.failing_since: float | None = None
+        """When the store's answers to this replica's asks started failing (None: it answers)."""
+        self.marks: dict[str, tuple[int, int, int]] = {}
+        """Room → (line epoch, last_called, last_lapsed): the latest this replica heard, from the
+        store's answers to waiting tickets here and from the tickets other replicas issued."""
         self.config = config
         self.store = store
         self.codec = codec
@@ -101,13 +118,15 @@ class Line:
             (t for token in tokens if (t := self.codec.ticket(token, room.name, now, user_agent))), None
         )
         held = ticket.session_id if ticket else None
+        if ticket is not None and ticket.calls is not None:
+            self._learn(room.name, ticket.calls)
         seed = event_seed(self.codec, room) if room.opens_at else ""
         policy = queue_policy(room, hold=hold, ttl=active_ttl(self.config.session.ttl), seed=seed)
         if ticket is not None and self.view is not None:
             cached = self.view.answer(policy, ticket.session_id, ticket.mark)
             if cached is not None:  # far back: no store call (never an admission, never a ticket)
                 METRICS.line.polls.labels(room.name, "view").inc()
-                return self._cached(room, ticket.session_id, ticket.issued_at, cached, now, user_agent)
+                return self._cached(room, ticket, cached, now, user_agent)
         session_id = held or self._newcomer(room, facts, now)
         if session_id is None:
             return self._challenge(room, facts, now)
@@ -135,6 +154,10 @@ class Line:
                 ticket=None if held else self._ticket(room, session_id, 0, now, user_agent),
                 shed=e.reason,
             )
+        if turn is None and ticket is not None and self._called_before(room, ticket, now, degraded):
+            METRICS.line.called_in_outage.labels(room.name).inc()
+            self.sync.admitted_called(room.name, ticket.session_id, now)
+            return Asked(True, ticket.session_id, degraded=degraded)
         if turn is None:  # closed: wait; a newcomer the store may have put in line keeps the id
             keep = maybe_done and not held
             return Asked(
@@ -151,6 +174,7 @@ class Line:
             # which free up when one of them ends, and no clock says when.
             wait = max(1, math.ceil(turn.slot)) if turn.slot else room.retry_after_seconds
             return Asked(False, session_id, refused=wait, degraded=degraded)
+        self._learn(room.name, (turn.epoch, turn.last_called, turn.last_lapsed))
         if held:
             METRICS.line.polls.labels(room.name, "store").inc()
         interval = _whole(room, turn.interval)
@@ -158,7 +182,8 @@ class Line:
         if self.view is not None:
             self.view.learn(policy, turn, session_id)
             mark = mark_of(turn)
-        token = self._ticket(room, session_id, turn.ticket, now, user_agent, interval, mark)
+        calls = self._calls(room.name, turn.epoch)
+        token = self._ticket(room, session_id, turn.ticket, now, user_agent, interval, mark, calls)
         if turn.prequeue:
             opens_in = max(1, math.ceil(policy.opens_at - turn.now))
             place = Place(
@@ -181,9 +206,49 @@ class Line:
         place = Place(turn.position, turn.queue_length, estimate)
         return Asked(False, session_id, place, token, degraded=degraded, retry_after=interval)
 
-    def _cached(
-        self, room: RoomConfig, session_id: str, number: int, cached: Cached, now: float, bind: str
-    ) -> Asked:
+    def _called_before(
+        self, room: RoomConfig, ticket: Session, now: float, degraded: StoreErrorPolicy | None
+    ) -> bool:
+        """The store failed and holds the line (`local`, `closed`), and `ticket` was called before:
+        numbered within the latest marks known here for its line, and its call cannot have lapsed
+        (nor the ticket been dropped) before the store went silent — it went silent less than the
+        grace (or abandon_after, when that is shorter) after the ticket was due back (its token's
+        expiry less abandon_after and grace, as _ticket sets it). While nobody reaches the store,
+        its calls wait (room_queue.lua moves them on by the silence). A pre-queue ticket (number 0)
+        is never let in this way."""
+        if degraded not in (StoreErrorPolicy.LOCAL, StoreErrorPolicy.CLOSED):
+            return False
+        epoch, last_called, last_lapsed = self.marks.get(room.name, (0, 0, 0))
+        if ticket.calls is None or ticket.calls[0] != epoch:  # numbered in another line's count
+            return False
+        if not last_lapsed < ticket.issued_at <= last_called:
+            return False
+        due = ticket.expires_at - room.abandon_after_seconds - room.grace_seconds
+        silent_since = min(now, self.failing_since or now)
+        if silent_since >= due + min(room.grace_seconds, room.abandon_after_seconds):
+            return False
+        return not self.released(room.name, ticket.session_id)
+
+    def _learn(self, room: str, calls: tuple[int, int, int]) -> None:
+        """Marks heard (from the store, or a ticket): a newer line's replace the known ones; the same
+        line's only ever grow (an older ticket carries older marks); an older line's are ignored."""
+        known = self.marks.get(room)
+        if not calls[0]:
+            return
+        if known is None or calls[0] > known[0]:
+            self.marks[room] = calls
+        elif calls[0] == known[0]:
+            self.marks[room] = (known[0], max(known[1], calls[1]), max(known[2], calls[2]))
+
+    def _calls(self, room: str, epoch: int) -> tuple[int, int, int] | None:
+        """What a ticket numbered in the line of `epoch` carries (CALLED): the marks known here for
+        that line, to pass on to the replicas it asks next."""
+        if not epoch:
+            return None
+        known = self.marks.get(room, (0, 0, 0))
+        return (epoch, known[1], known[2]) if known[0] == epoch else (epoch, 0, 0)
+
+    def _cached(self, room: RoomConfig, ticket: Session, cached: Cached, now: float, bind: str) -> Asked:
         """A ticket's answer from the line view: its place (at least this far ahead), the estimate
         from it, the next interval, and its ticket renewed with the same number."""
         estimate = line_estimate(
@@ -194,7 +259,9 @@ class Line:
             now=cached.now,
             inside=cached.inside,
         )
-        token = self._ticket(room, session_id, number, now, bind, cached.interval, cached.mark)
+        session_id, number = ticket.session_id, ticket.issued_at
+        calls = self._calls(room.name, ticket.calls[0] if ticket.calls else 0)
+        token = self._ticket(room, session_id, number, now, bind, cached.interval, cached.mark, calls)
         place = Place(cached.position, cached.length, estimate)
         return Asked(False, session_id, place, token, retry_after=cached.interval)
 
@@ -225,13 +292,14 @@ class Line:
         bind: str,
         interval: int = 0,
         mark: tuple[int, int] | None = None,
+        calls: tuple[int, int, int] | None = None,
     ) -> str:
         # Alive as long as the store can still hold it (due back after its interval, abandoned
         # abandon_after later, called within grace); renewed with every answer while it waits.
         expires = (
             now + max(interval, room.retry_after_seconds) + room.abandon_after_seconds + room.grace_seconds
         )
-        return self.codec.issue_ticket(room.name, session_id, number, expires, bind, mark)
+        return self.codec.issue_ticket(room.name, session_id, number, expires, bind, mark, calls)
 
     async def _ask(
         self, room: RoomConfig, policy: QueuePolicy, session_id: str, client: str
@@ -240,14 +308,17 @@ class Line:
         policy, and whether the store may have carried the ask out all the same."""
         try:
             await self.sync.before_shared(room)
-            return await self.store.queue(policy, session_id, client), None, False
+            turn = await self.store.queue(policy, session_id, client)
+            self.failing_since = None
+            return turn, None, False
         except StoreError as e:
             failed = self.sync.on_error.failed(e, f"room {room.name}")
+            self.failing_since = self.failing_since or self.clock()
         # `local` holds a line as `closed` does: nobody is called, and every ticket keeps its number
         # in the store for when it answers again. A line per replica would renumber the tickets,
         # call visitors out of order and let each replica fill the window and the cap on its own.
-        turn = Turn(True, 0, 0, 0, 0, 0.0, self.clock()) if failed.policy is StoreErrorPolicy.OPEN else None
-        return turn, failed.policy, failed.maybe_done
+        opened = Turn(True, 0, 0, 0, 0, 0.0, self.clock()) if failed.policy is StoreErrorPolicy.OPEN else None
+        return opened, failed.policy, failed.maybe_done
 
 
 def _whole(room: RoomConfig, interval: float) -> int:

@@ -34,6 +34,13 @@ MARKED = "q2"
 """A ticket with a *mark* (two more payload fields): what the store last said of its place, for the
 replicas' line views (rooms/line_view.py): uncalled tickets ahead of it (at least), and the line's
 served counter then. It admits nobody either; a replica without a view ignores the mark."""
+CALLED = "q3"
+"""A ticket that also says which tickets the store had called (three more payload fields after the
+mark's two, which are empty for a ticket without one): the line's epoch (when the store started
+it: numbers count from there), and the `last_called` and `last_lapsed` marks the issuing replica
+knew for it. Replicas learn the marks from one another through their visitors' tickets, so that
+during a store outage each knows every call made before it (rooms/line.py, "Called before an
+outage"). The signature makes the marks trustworthy; an old ticket only carries older marks."""
 MAX_TOKEN_LENGTH = 512
 """Longer cookie values are not even decoded."""
 MIN_KEY_LENGTH = 16
@@ -51,6 +58,8 @@ class Session:
     expires_at: int
     mark: tuple[int, int] | None = None
     """A marked ticket's (uncalled ahead, served then); None for every other token."""
+    calls: tuple[int, int, int] | None = None
+    """A CALLED ticket's (line epoch, last_called, last_lapsed); None for every other token."""
 
 
 def _b64encode(raw: bytes) -> str:
@@ -179,17 +188,19 @@ class SessionCodec:
         expires_at: float,
         bind: str = "",
         mark: tuple[int, int] | None = None,
+        calls: tuple[int, int, int] | None = None,
     ) -> str:
         """A ticket for `room`; `number` 0 when the store's answer was lost (the id is what counts).
         `bind`: the visitor's User-Agent, which the signature covers (the token does not carry it):
-        the ticket is good only with the same one. `mark`: see MARKED."""
-        session = Session(room, session_id, number, int(expires_at), mark)
-        return self.encode(session, MARKED if mark is not None else TICKET, bind)[1]
+        the ticket is good only with the same one. `mark`: see MARKED; `calls`: see CALLED."""
+        session = Session(room, session_id, number, int(expires_at), mark, calls)
+        version = CALLED if calls is not None else MARKED if mark is not None else TICKET
+        return self.encode(session, version, bind)[1]
 
     def ticket(self, token: str | None, room: str, now: float, bind: str = "") -> Session | None:
         """The ticket in a genuine, unexpired ticket token for `room`, issued with the same `bind`
         (`issued_at` holds its number); else None."""
-        ticket = self._genuine(token, TICKET, bind) or self._genuine(token, MARKED, bind)
+        ticket = self._genuine(token, (TICKET, MARKED, CALLED), bind)
         if ticket is None or ticket.room != room or ticket.expires_at <= now:
             return None
         return ticket
@@ -198,6 +209,10 @@ class SessionCodec:
         parts = [version, session.room, session.session_id, str(session.issued_at), str(session.expires_at)]
         if session.mark is not None:
             parts += [str(session.mark[0]), str(session.mark[1])]
+        elif version == CALLED:
+            parts += ["", ""]
+        if session.calls is not None:
+            parts += [str(n) for n in session.calls]
         payload = "|".join(parts).encode()
         token = f"{_b64encode(payload)}.{_b64encode(self._sign(self._keys[0], _bound(payload, bind)))}"
         return session, token
@@ -216,7 +231,9 @@ class SessionCodec:
             return None
         return session
 
-    def _genuine(self, token: str | None, want: str = VERSION, bind: str = "") -> Session | None:
+    def _genuine(
+        self, token: str | None, want: str | tuple[str, ...] = VERSION, bind: str = ""
+    ) -> Session | None:
         """The session a token carries if one of our keys signed it (expiry not checked)."""
         if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
             return None
@@ -233,11 +250,13 @@ class SessionCodec:
         if not genuine:
             return None
         try:
-            version, token_room, session_id, issued, expires, *marked = payload.decode().split("|")
-            if version != want or len(marked) != (2 if want == MARKED else 0):
+            version, token_room, session_id, issued, expires, *extra = payload.decode().split("|")
+            wanted = (want,) if isinstance(want, str) else want
+            if version not in wanted or len(extra) != {MARKED: 2, CALLED: 5}.get(version, 0):
                 return None
-            mark = (int(marked[0]), int(marked[1])) if marked else None
-            session = Session(token_room, session_id, int(issued), int(expires), mark)
+            mark = (int(extra[0]), int(extra[1])) if extra[:1] not in ([], [""]) else None
+            calls = (int(extra[2]), int(extra[3]), int(extra[4])) if version == CALLED else None
+            session = Session(token_room, session_id, int(issued), int(expires), mark, calls)
         except ValueError:  # also UnicodeDecodeError: a genuine key signed something else
             return None
         return session

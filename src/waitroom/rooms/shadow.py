@@ -54,6 +54,7 @@ from waitroom.store.base import (
     RoomPolicy,
     RoomState,
     Store,
+    Tickets,
     Turn,
 )
 from waitroom.web.request import RequestFacts
@@ -103,8 +104,10 @@ class ShadowStore:
     async def admit(self, room: RoomPolicy, session_id: str, client: str = "") -> Admission:
         return await self.inner.admit(_renamed(room), session_id, client)
 
-    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
-        await self.inner.record(_renamed(room), admissions, now)
+    async def record(
+        self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float, tickets: Tickets = ()
+    ) -> None:
+        await self.inner.record(_renamed(room), admissions, now, tickets)
 
     async def room_state(self, room: RoomPolicy) -> RoomState:
         return await self.inner.room_state(_renamed(room))

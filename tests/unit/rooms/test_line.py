@@ -4,6 +4,7 @@ on the embedded store (positions, the ticket cookie, a session once called)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -11,12 +12,14 @@ import yaml
 from tests.support import visit
 from waitroom.config.fields import ConfigError
 from waitroom.config.schema import Config, parse_config
-from waitroom.rooms.decider import Decider, Outcome
+from waitroom.config.store import StoreErrorPolicy
+from waitroom.rooms.decider import Decider, Decision, Outcome
 from waitroom.rooms.estimate import newcomer_estimate
 from waitroom.rooms.estimate import window_wait as estimate_wait
 from waitroom.rooms.line_view import LineView
+from waitroom.rooms.policy import queue_policy
 from waitroom.rooms.sessions import SessionCodec, cookie_name, keys_from_secret
-from waitroom.store.base import QueueState
+from waitroom.store.base import QueueState, StoreError
 from waitroom.store.memory import MemoryStore
 
 KEYS = keys_from_secret("unit-test-secret-0123456789")
@@ -234,3 +237,106 @@ async def test_far_back_polls_are_answered_by_the_line_view_without_a_store_call
     await decider.line.view.flush()
     glance = await store.still_here(decider.line.view._rooms["shop"].policy, [])
     assert glance.length == 29
+
+
+class Failing:
+    """The embedded store, with its line and its write-back failing while `down` (as Redis would)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.down = False
+        self.recorded: list[tuple[str, float]] = []
+        self.queue, self.record = store.queue, store.record
+        store.queue = self._queue  # type: ignore[method-assign]
+        store.record = self._record  # type: ignore[method-assign]
+
+    async def _queue(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            raise StoreError("down")
+        return await self.queue(*args, **kwargs)
+
+    async def _record(self, room: Any, admissions: Any, now: float, tickets: Any = ()) -> None:
+        if self.down:
+            raise StoreError("down")
+        self.recorded += tickets
+        await self.record(room, admissions, now, tickets)
+
+
+@pytest.mark.parametrize("policy", ["local", "closed"])
+async def test_a_ticket_called_before_the_store_failed_is_let_in_while_it_is_away(policy: str) -> None:
+    """The store called `a` just before it stopped answering: `a`'s place is held in the window, so
+    its holder is let in at its next poll rather than after the outage, behind later tickets. A
+    ticket not called, or whose call may have lapsed, waits; the admission is written back when the
+    store answers again, and the line goes on from there."""
+    config = parse(
+        f"store: {{on_error: {policy}}}\n" + room(new_sessions=2, window="20s", abandon_after="60s")
+    )
+    clock = Clock()
+    codec = SessionCodec(KEYS, ttl=600)
+    store = MemoryStore(clock)
+    failing = Failing(store)
+    decider = Decider(config, store, codec, clock)
+    name = cookie_name(config, config.rooms[0])
+
+    async def poll(ticket: str | None) -> Decision:
+        return await visit(decider, "/", lambda wanted: [ticket] if ticket and wanted == name else [])
+
+    assert (await poll(None)).outcome is Outcome.ADMITTED
+    assert (await poll(None)).outcome is Outcome.ADMITTED
+    tickets = {sid: (await poll(None)).pending for sid in "abcd"}  # numbers 1 to 4
+    clock.now += 18
+    for sid in "ad":  # they poll as the page does (places free in 2 s: told to come back in 4)
+        tickets[sid] = (await poll(tickets[sid])).pending
+    clock.now += 2
+    tickets["d"] = (await poll(tickets["d"])).pending  # two places free: a and b are called
+    assert decider.line.marks["shop"][1:] == (2, 0)
+    failing.down = True
+    clock.now += 1
+    # Another replica never heard the store call anyone: it learns of the calls from d's ticket.
+    other = Decider(config, store, codec, clock)
+    assert (
+        await visit(other, "/", lambda wanted: [tickets["a"]] if wanted == name else [])
+    ).outcome is Outcome.WAITING
+    assert (
+        await visit(other, "/", lambda wanted: [tickets["d"]] if wanted == name else [])
+    ).outcome is Outcome.WAITING
+    assert other.line.marks["shop"][1:] == (2, 0)
+    in_ = await visit(other, "/", lambda wanted: [tickets["a"]] if wanted == name else [])
+    assert (in_.outcome, in_.degraded) == (Outcome.ADMITTED, StoreErrorPolicy(policy))
+    assert codec.verify(in_.cookie, "shop", clock.now) is not None
+    assert (await poll(tickets["a"])).outcome is Outcome.ADMITTED  # and here: the same session
+    assert (await poll(tickets["c"])).outcome is Outcome.WAITING  # not called
+    assert (await poll(tickets["d"])).outcome is Outcome.WAITING  # not called
+    # b was due back at 1010 and had not come within the grace when the store went silent: its
+    # call may have lapsed before (a replica cannot tell: its grace starts at the call, or later).
+    assert (await poll(tickets["b"])).outcome is Outcome.WAITING
+    clock.now += 10
+    failing.down = False
+    clock.now += 1
+    after = await poll(tickets["d"])  # the store answers again: a's admission is written back first
+    a = codec.ticket(tickets["a"], "shop", clock.now)
+    assert a is not None
+    assert [sid for sid, _ in failing.recorded] == [
+        a.session_id
+    ]  # by this replica; the other's at its next ask
+    assert after.outcome is Outcome.WAITING
+    state = await store.queue_state(queue_policy(config.rooms[0]))
+    assert (state.in_window, state.called) == (1, 1)  # a in the window; b's call moved on by the outage
+    assert (await poll(tickets["b"])).outcome is Outcome.ADMITTED
+    assert (await poll(tickets["c"])).outcome is Outcome.WAITING  # the window's two places: a's, b's
+
+
+async def test_a_replica_that_never_heard_of_a_call_lets_no_ticket_in_while_the_store_is_away() -> None:
+    config = parse(room(new_sessions=1))
+    clock = Clock()
+    codec = SessionCodec(KEYS, ttl=600)
+    store = MemoryStore(clock)
+    failing = Failing(store)
+    decider = Decider(config, store, codec, clock)
+    name = cookie_name(config, config.rooms[0])
+    assert (await visit(decider, "/", lambda wanted: [])).outcome is Outcome.ADMITTED
+    waiting = await visit(decider, "/", lambda wanted: [])
+    failing.down = True
+    # This replica never heard the store call anyone: the ticket waits.
+    again = await visit(decider, "/", lambda wanted: [waiting.pending] if wanted == name else [])
+    assert again.outcome is Outcome.WAITING

@@ -89,3 +89,20 @@ def test_a_new_key_set_does_not_inherit_what_the_old_one_verified() -> None:
     _, token = SessionCodec(KEY, ttl=60).issue("shop", "s1", now=1000)
     other = SessionCodec(keys_from_secret("another-secret-0123456789abcdef0"), ttl=60)
     assert other.verify(token, "shop", 1001) is None
+
+
+def test_a_ticket_carries_its_mark_and_the_calls_it_knows_of() -> None:
+    codec = SessionCodec(keys_from_secret("k" * 32), ttl=60)
+    for mark in (None, (12, 340)):
+        for calls in (None, (1_765_000_000_000_000, 41, 17)):
+            token = codec.issue_ticket("shop", "abc", 42, 2000, "UA", mark, calls)
+            ticket = codec.ticket(token, "shop", 1000, "UA")
+            assert ticket is not None
+            assert (ticket.session_id, ticket.issued_at, ticket.mark, ticket.calls) == (
+                "abc",
+                42,
+                mark,
+                calls,
+            )
+            assert codec.ticket(token, "shop", 1000, "other UA") is None
+            assert codec.verify(token, "shop", 1000) is None  # a ticket is not a session
