@@ -23,7 +23,7 @@ class BreakerConfig(StrictModel):
     """Consecutive store failures that open the circuit."""
     cool_down: Duration = Field(5.0, le=3600)
     """How long an open circuit skips the store before a probe (a `PING`) asks it again (at most a
-    third of the grace, while a `fifo` room's visitors ask)."""
+    third of the grace and a quarter of `retry_after`, while a `fifo` room's visitors ask)."""
 
 
 LiveReplicas = Callable[[], int | None]

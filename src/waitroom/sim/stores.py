@@ -22,6 +22,7 @@ from waitroom.store.base import (
     RoomState,
     Store,
     StoreError,
+    Tickets,
     Turn,
 )
 
@@ -53,9 +54,11 @@ class SimStore:
         self._call("admit")
         return await self.inner.admit(room, session_id, client)
 
-    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
+    async def record(
+        self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float, tickets: Tickets = ()
+    ) -> None:
         self._call("record")
-        await self.inner.record(room, admissions, now)
+        await self.inner.record(room, admissions, now, tickets)
 
     async def room_state(self, room: RoomPolicy) -> RoomState:
         self._call("room_state")
