@@ -195,6 +195,38 @@ async def test_a_silent_store_does_not_eat_the_grace(store_and_clock: tuple[Stor
     assert (await store.queue(room, "called")).admitted
 
 
+@pytest.mark.parametrize("first", ["ask", "heartbeat"])
+async def test_an_outage_longer_than_abandon_after_drops_nobody_who_kept_polling(
+    store_and_clock: tuple[Store, Clock], first: str
+) -> None:
+    """No replica reached the store for 20 s (abandon_after is 12 s): the holders polled all along,
+    unheard, and the replicas say so at their first ask after it, so the tickets keep their numbers,
+    whether an ask or a line view's heartbeat comes first. Heard time still counts: a holder gone
+    for 12 s after the outage is dropped; and a line merely silent (everyone left) drops them all."""
+    store, clock = store_and_clock
+    room = QueuePolicy("long", new_sessions=1, window=100.0, abandon_after=12.0, grace=4.0)
+    assert (await store.queue(room, "in")).admitted
+    assert [(await store.queue(room, sid)).ticket for sid in ("a", "b", "c")] == [1, 2, 3]
+    clock.now += 2
+    for sid in ("a", "b", "c"):
+        await store.queue(room, sid)
+    clock.now += 20  # an outage: nobody's ask reached the store
+    if first == "heartbeat":
+        glance = await store.still_here(room, [])
+        assert glance.length == 3
+    after = replace(room, unheard_for=20.0)  # as each replica's first ask after the outage says
+    turns = [await store.queue(after, sid) for sid in ("a", "b")]
+    assert [(t.ticket, t.position) for t in turns] == [(1, 0), (2, 1)]
+    for _ in range(13):  # heard time: a polls as the page does, b and c never ask again
+        clock.now += 1
+        await store.queue(room, "a")
+    turn = await store.queue(room, "c")
+    assert (turn.ticket, turn.position) == (4, 1)  # b and c were dropped: c is a newcomer behind a
+    clock.now += 30  # everyone leaves: a silence no replica reports
+    late = await store.queue(room, "late")
+    assert (late.position, late.queue_length) == (0, 1)  # a was dropped: nobody ahead
+
+
 async def test_waiting_answers_mark_the_called_and_the_lapsed_tickets(
     store_and_clock: tuple[Store, Clock],
 ) -> None:
@@ -439,8 +471,8 @@ async def test_heartbeats_keep_far_back_tickets_alive(store_and_clock: tuple[Sto
         await store.queue(PACED, sid)
     for i in range(6):
         await store.queue(PACED, f"w{i}")
-    for _ in range(4):  # far past abandon_after, kept alive by heartbeats alone
-        clock.now += 10
+    for _ in range(40):  # every second, far past abandon_after: kept alive by heartbeats alone
+        clock.now += 1
         glance = await store.still_here(PACED, [("w4", 5.0), ("w5", 5.0), ("zz", 5.0)])
         assert glance.ranks[2] is None
         assert None not in glance.ranks[:2]
@@ -452,11 +484,16 @@ async def test_heartbeats_keep_far_back_tickets_alive(store_and_clock: tuple[Sto
         0,
         4,
     )
-    clock.now += 10
-    glance = await store.still_here(PACED, [("w5", 0.0)])
-    assert glance.ranks == (1,)
-    clock.now += 10
-    assert (await store.still_here(PACED, [("w5", 0.0)])).ranks == (0,)  # w4 was abandoned
+    ranks = []
+    for _ in range(20):  # w5 alone now: w4 is abandoned abandon_after after it was last due back
+        clock.now += 1
+        ranks.append((await store.still_here(PACED, [("w5", 5.0)])).ranks)
+    assert ranks[0] == (1,)
+    assert ranks[-1] == (0,)  # w4 was abandoned
+    # A heartbeat after a silence that may be an outage drops nobody: the replicas that lived
+    # through it say so at their next ask (room_queue.lua).
+    clock.now += 60
+    assert (await store.still_here(PACED, [])).length == 1
     assert (await store.queue(PACED, "w5")).position == 0
 
 

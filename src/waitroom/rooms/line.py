@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from waitroom.config.schema import Config, RoomConfig
 from waitroom.config.store import StoreErrorPolicy
@@ -306,6 +306,8 @@ class Line:
     ) -> tuple[Turn | None, StoreErrorPolicy | None, bool]:
         """The store's turn; when the store fails, the `store.on_error` policy's (None: wait), the
         policy, and whether the store may have carried the ask out all the same."""
+        if self.failing_since is not None:  # the store does not count an outage against anyone
+            policy = replace(policy, unheard_for=max(0.0, self.clock() - self.failing_since))
         try:
             await self.sync.before_shared(room)
             turn = await self.store.queue(policy, session_id, client)

@@ -145,6 +145,10 @@ class QueuePolicy:
     back at once (the interval is the caller's)."""
     max_retry_after: float = 0.0
     """The longest poll interval a waiting ticket is told."""
+    unheard_for: float = 0.0
+    """Seconds the asking replica's calls failed, up to this one: an outage it lived through,
+    during which nobody's polls could reach the store. The store counts that time towards nobody's
+    abandon_after (silences.lua). 0: it reached the store last time."""
 
 
 Tickets = Sequence[tuple[str, float]]

@@ -50,6 +50,9 @@ class MemoryLine:
     last_ask: int = 0
     """When anyone last asked (µs): a silence that says nobody could reach the store (silent())
     moves the calls on."""
+    silences: list[tuple[int, int]] = field(default_factory=list)
+    """The outages replicas reported, (from, to) µs, the latest first (silences.lua): they count
+    towards nobody's abandon_after."""
     counter: int = 0
     tickets_from: OrderedDict[str, tuple[int, int]] = field(default_factory=OrderedDict)
     """Client address hash → (tickets this minute, when the minute ends), in the order the minutes
@@ -125,9 +128,18 @@ class MemoryLine:
             self.lapsed[sid] = now
             self.last_lapsed = max(self.last_lapsed, shown(self.tickets[sid]))
 
+    def note_silence(self, start: int, end: int) -> None:
+        """A replica reports an outage (silences.lua's silence_note): overlapping reports merge."""
+        latest = self.silences[0] if self.silences else None
+        if latest and start <= latest[1] and end >= latest[0]:
+            self.silences[0] = (min(start, latest[0]), max(end, latest[1]))
+        else:
+            self.silences = [(start, end), *self.silences][:SILENCES_KEPT]
+
     def drop_abandoned(self, now: int, abandon_after: int) -> None:
-        """Tickets due back more than abandon_after ago leave (the earliest due first)."""
-        dues, limit = self.dues, now - abandon_after
+        """Tickets due back more than abandon_after of heard time ago leave (the earliest due
+        first)."""
+        dues, limit = self.dues, abandon_cutoff(self.silences, now, abandon_after)
         while dues and dues[0][0] <= limit:
             due, sid = heapq.heappop(dues)
             if self.seen.get(sid) == due:
@@ -162,6 +174,24 @@ class MemoryLine:
         bisect.insort(self.numbers, number)
         self.due_back(sid, now)
         self.joined[sid] = now
+
+
+SILENCES_KEPT = 8
+"""Silences a line remembers (silences.lua)."""
+
+
+def abandon_cutoff(silences: list[tuple[int, int]], now: int, abandon_after: int) -> int:
+    """The due-back time at or before which a ticket is abandoned at `now`: abandon_after of heard
+    time back from now, the silences (latest first) not counted (silences.lua)."""
+    left, at = abandon_after, now
+    for start, end in silences:
+        stop = min(end, at)
+        if stop > start:
+            if at - stop >= left:
+                return at - left
+            left -= at - stop
+            at = start
+    return at - left
 
 
 AFTER_OPENING = 2**48

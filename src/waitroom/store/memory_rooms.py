@@ -203,6 +203,8 @@ class MemoryRooms:
         hold_ttl = _hold_ttl(to_micros(room.abandon_after) + to_micros(room.grace), ttl, window)
         if counted:
             state.holds.keep(client, now, hold_ttl)  # the address asked: its holds stay
+        if room.unheard_for:  # an outage the asking replica lived through (room_queue.lua)
+            line.note_silence(now - to_micros(room.unheard_for), now)
         line.drop_stale(now, to_micros(room.abandon_after), to_micros(room.grace), _longer(room))
         line.lapsed.pop(session_id, None)  # its holder is back: it may be called again, first
         free = room.new_sessions - len(log) - len(line.called)
@@ -300,7 +302,8 @@ class MemoryRooms:
         line = state.line
         # Read before any due-back time moves (room_heartbeat.lua).
         heard = 0 < line.last_ask < now and not line.silent(now, to_micros(room.grace), _longer(room))
-        line.drop_abandoned(now, to_micros(room.abandon_after))
+        if heard or not line.last_ask:  # not after a silence that may be an outage (room_heartbeat.lua)
+            line.drop_abandoned(now, to_micros(room.abandon_after))
         ranks: list[int | None] = []
         for session_id, due_in in beats:
             number = line.tickets.get(session_id)

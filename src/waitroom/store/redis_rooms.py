@@ -122,6 +122,7 @@ class RedisRooms:
             client,
             round(room.retry_after * MICROS),
             round(room.max_retry_after * MICROS),
+            round(room.unheard_for * MICROS),
         ]
         room_keys = self.room_keys(room.name)
         tag = f"{self._prefix}:{{room:{room.name}}}"

@@ -246,14 +246,17 @@ class Failing:
         self.store = store
         self.down = False
         self.recorded: list[tuple[str, float]] = []
+        self.unheard: list[float] = []
+        """Each ask's unheard_for: the outage the replica lived through, said once."""
         self.queue, self.record = store.queue, store.record
         store.queue = self._queue  # type: ignore[method-assign]
         store.record = self._record  # type: ignore[method-assign]
 
-    async def _queue(self, *args: Any, **kwargs: Any) -> Any:
+    async def _queue(self, policy: Any, *args: Any, **kwargs: Any) -> Any:
         if self.down:
             raise StoreError("down")
-        return await self.queue(*args, **kwargs)
+        self.unheard.append(policy.unheard_for)
+        return await self.queue(policy, *args, **kwargs)
 
     async def _record(self, room: Any, admissions: Any, now: float, tickets: Any = ()) -> None:
         if self.down:
@@ -316,14 +319,16 @@ async def test_a_ticket_called_before_the_store_failed_is_let_in_while_it_is_awa
     after = await poll(tickets["d"])  # the store answers again: a's admission is written back first
     a = codec.ticket(tickets["a"], "shop", clock.now)
     assert a is not None
-    assert [sid for sid, _ in failing.recorded] == [
-        a.session_id
-    ]  # by this replica; the other's at its next ask
+    # Written back by this replica (the other's at its next ask), which tells the store how long
+    # it could not reach it.
+    assert [sid for sid, _ in failing.recorded] == [a.session_id]
+    assert failing.unheard[-1] == 11.0  # since its first failed ask
     assert after.outcome is Outcome.WAITING
     state = await store.queue_state(queue_policy(config.rooms[0]))
     assert (state.in_window, state.called) == (1, 1)  # a in the window; b's call moved on by the outage
     assert (await poll(tickets["b"])).outcome is Outcome.ADMITTED
     assert (await poll(tickets["c"])).outcome is Outcome.WAITING  # the window's two places: a's, b's
+    assert failing.unheard[-1] == 0.0  # said once
 
 
 async def test_a_replica_that_never_heard_of_a_call_lets_no_ticket_in_while_the_store_is_away() -> None:

@@ -21,6 +21,8 @@
 -- ticket's place (live tickets ahead of it) or -1 when it is no longer in the line}.
 -- Every key shares the hash tag {room:NAME}.
 
+--#include silences.lua
+
 local now
 if ARGV[4] ~= nil and ARGV[4] ~= "" then
   now = tonumber(ARGV[4])
@@ -51,8 +53,12 @@ if last > 0 and now > last and not heard then
   heard = now - last <= math.max(quiet, grace / 2)
 end
 
--- Abandoned tickets leave, a bounded batch per call (room_queue.lua's leave()).
-local stale = redis.call("ZRANGEBYSCORE", seen, "-inf", now - abandon_after, "LIMIT", 0, 256)
+-- Abandoned tickets leave, a bounded batch per call (room_queue.lua's leave()); not after a silence
+-- that may be an outage, which the replicas that lived through it report at their next ask.
+local stale = {}
+if heard or last == 0 then
+  stale = redis.call("ZRANGEBYSCORE", seen, "-inf", abandon_cutoff(served, now, abandon_after), "LIMIT", 0, 256)
+end
 if #stale > 0 then
   local gone = redis.call("ZREM", line, unpack(stale))
   redis.call("ZREM", seen, unpack(stale))

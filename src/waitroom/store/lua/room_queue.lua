@@ -43,6 +43,8 @@
 -- ARGV[16] retry_after (µs): the head of the line's poll interval ("" or 0: every ticket is due back
 --          at once, as before poll intervals)
 -- ARGV[17] max_retry_after (µs): the longest poll interval given
+-- ARGV[18] µs the asking replica's calls failed, up to this one (0: none): an outage it lived
+--          through, counted towards nobody's abandon_after (silences.lua)
 --
 -- The called tickets are always the head of the line: tickets are called in order, and the line
 -- only grows at its end. A called ticket holds a place of the window until it is used or lapses,
@@ -63,7 +65,10 @@
 -- none due, within half the grace plus max_retry_after - retry_after), they could not reach the
 -- store (it was stopped, or restarted with its data, or every replica's circuit was open); the
 -- replicas' batched heartbeats count as heard. The called tickets' calls move on by the silence,
--- so an outage never eats their holders' grace.
+-- so an outage never eats their holders' grace. And the replicas that lived through an outage say
+-- so at their first ask after it (ARGV[18]): that time counts towards nobody's abandon_after
+-- (silences.lua), so it never drops the tickets of holders who kept polling. (A silence alone does
+-- not say it: a line whose visitors all left is silent too, and its tickets must go.)
 --
 -- Returns {admitted (0|1), ticket number (0 if none), position (live tickets ahead), queue length,
 --          called, slot (µs), now (µs), state (0; 1: before the opening; 2: refused, too many
@@ -81,6 +86,7 @@
 
 --#include departures.lua
 --#include holds.lua
+--#include silences.lua
 
 local now
 if ARGV[7] ~= nil and ARGV[7] ~= "" then
@@ -205,8 +211,13 @@ redis.call("HSET", lapsed, "", now)
 
 -- Abandoned tickets leave; called ones left unused lapse: their places go to the next in line, and
 -- they keep their numbers. A bounded batch per call keeps every call short; the next calls take the
--- rest.
-leave(redis.call("ZRANGEBYSCORE", seen, "-inf", now - abandon_after, "LIMIT", 0, 256))
+-- rest. An outage a replica reports counts towards nobody's abandon_after.
+local unheard = tonumber(ARGV[18] or "0") or 0
+if unheard > 0 and served then
+  silence_note(served, now - unheard, now)
+end
+local cutoff = served and abandon_cutoff(served, now, abandon_after) or now - abandon_after
+leave(redis.call("ZRANGEBYSCORE", seen, "-inf", cutoff, "LIMIT", 0, 256))
 local unused = redis.call("ZRANGEBYSCORE", called, "-inf", now - grace, "LIMIT", 0, 256)
 if #unused > 0 then
   redis.call("ZREM", called, unpack(unused))
