@@ -100,7 +100,8 @@ def token_session_id(token: str) -> str | None:
         fields = _b64decode(token.split(".", 1)[0]).decode().split("|")
     except (ValueError, binascii.Error):
         return None
-    return fields[2] if len(fields) == 5 else None
+    lengths = {VERSION: 5, PENDING: 5, TICKET: 5, MARKED: 7, CALLED: 10}
+    return fields[2] if lengths.get(fields[0]) == len(fields) else None
 
 
 def keys_from_secret(secret: str) -> list[bytes]:
