@@ -245,7 +245,8 @@ async def test_waiting_answers_mark_the_called_and_the_lapsed_tickets(
     turn = await store.queue(room, "g")
     assert (turn.last_called, turn.last_lapsed) == (2, 0)
     clock.now += 2
-    await store.queue(room, "c")  # c gets in; d never comes
+    entered = await store.queue(room, "c")  # c gets in (its answer carries the marks too); d never comes
+    assert (entered.admitted, entered.last_called, entered.epoch > 0) == (True, 2, True)
     for _ in range(3):  # g polls as a page does; d's call lapses after the grace: e is called
         clock.now += 1
         turn = await store.queue(room, "g")

@@ -96,7 +96,7 @@ class Line:
         """When the store's answers to this replica's asks started failing (None: it answers)."""
         self.marks: dict[str, tuple[int, int, int]] = {}
         """Room → (line epoch, last_called, last_lapsed): the latest this replica heard, from the
-        store's answers to waiting tickets here and from the tickets other replicas issued."""
+        store's answers to tickets here and from the tickets other replicas issued."""
         self.config = config
         self.store = store
         self.codec = codec
@@ -166,6 +166,7 @@ class Line:
                 ticket=self._ticket(room, session_id, 0, now, user_agent) if keep else None,
                 degraded=degraded,
             )
+        self._learn(room.name, (turn.epoch, turn.last_called, turn.last_lapsed))
         if turn.admitted:
             return Asked(True, session_id, degraded=degraded)
         if turn.refused:
@@ -174,7 +175,6 @@ class Line:
             # which free up when one of them ends, and no clock says when.
             wait = max(1, math.ceil(turn.slot)) if turn.slot else room.retry_after_seconds
             return Asked(False, session_id, refused=wait, degraded=degraded)
-        self._learn(room.name, (turn.epoch, turn.last_called, turn.last_lapsed))
         if held:
             METRICS.line.polls.labels(room.name, "store").inc()
         interval = _whole(room, turn.interval)

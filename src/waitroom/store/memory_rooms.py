@@ -259,7 +259,18 @@ class MemoryRooms:
             if session_id in line.called:  # its turn has come
                 line.leave(session_id)
                 enter()
-                return Turn(True, shown(number), 0, length - 1, called - 1, 0.0, now / MICROS)
+                return Turn(
+                    True,
+                    shown(number),
+                    0,
+                    length - 1,
+                    called - 1,
+                    0.0,
+                    now / MICROS,
+                    last_called=line.last_called,
+                    last_lapsed=line.last_lapsed,
+                    epoch=line.born,
+                )
             return waiting(number, bisect.bisect_left(line.numbers, number), length)
         if counted:  # a newcomer: a place of any kind only while its address holds fewer
             limit = room.places_per_ip

@@ -341,7 +341,9 @@ if number then
   if redis.call("ZSCORE", called, sid) then  -- its turn has come
     leave({sid})
     enter()
-    return {1, shown(number), 0, length - 1, ncalled - 1, 0, now, 0}
+    -- With the line's marks: the replica whose ask called this ticket learns of the call at once.
+    local c = counters()
+    return {1, shown(number), 0, length - 1, ncalled - 1, 0, now, 0, 0, c[1], c[2], lapsed_now, in_window, c[3], c[4], c[5]}
   end
   keep()
   local position = redis.call("ZRANK", line, sid)
