@@ -32,7 +32,7 @@ from tests.browser.helpers import (
     relative_luminance,
     room_config,
 )
-from tests.support import Mitmdump
+from tests.support import Mitmdump, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -256,8 +256,10 @@ def _failing(route: Route, how: str) -> None:
 def test_the_poll_recovers_from_an_outage_in_front_of_the_proxy(
     site: Site, new_context: NewContext, how: str
 ) -> None:
+    # A 60 s window: nobody is let in before the outage is over and a place is opened (a reload),
+    # however busy the machine (a 1 s window let the page in before the outage began).
     proxy, page = waiting_page(
-        site, new_context, room_config(new_sessions=1, window="1s", block_for="1s", retry_after="1s")
+        site, new_context, room_config(new_sessions=1, window="60s", block_for="1s", retry_after="1s")
     )
     journal = Journal(page)
     url = page.url
@@ -274,6 +276,13 @@ def test_the_poll_recovers_from_an_outage_in_front_of_the_proxy(
 
     page.route("**/*", outage)
     expect(page.locator("#status")).to_contain_text("problem")  # said, not hidden
+    for _ in range(150):  # the route's handler runs while Playwright waits, not while Python sleeps
+        if len(failed) == 2:
+            break
+        page.wait_for_timeout(100)
+    assert proxy.config_path is not None
+    proxy.config_path.write_text(room_config(new_sessions=2, window="60s", block_for="1s", retry_after="1s"))
+    wait_for(lambda: "waitroom: reloaded" in proxy.log_text(), 10, "the second place")
     expect(page.locator(COUNTER_PRE)).to_have_text('{"path": "/shop", "count": 0}', timeout=30_000)
     assert failed == ["fetch poll=True"] * 2, "the page stayed and asked again, it did not navigate away"
     assert journal.documents() == [(url, 200)], "the only navigation is the one that lets the visitor in"

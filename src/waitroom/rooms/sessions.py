@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import os
 import secrets
 from collections.abc import Callable
@@ -148,12 +149,16 @@ class SessionCodec:
         return hmac.new(key, payload, hashlib.sha256).digest()
 
     def issue(self, room: str, session_id: str, now: float) -> tuple[Session, str]:
-        issued = int(now)
-        return self.encode(Session(room, session_id, issued, issued + self._ttl))
+        return self.encode(Session(room, session_id, int(now), self._expiry(now)))
 
     def renew(self, session: Session, now: float) -> tuple[Session, str]:
         """Same session, new expiry: idle time restarts."""
-        return self.encode(Session(session.room, session.session_id, session.issued_at, int(now) + self._ttl))
+        return self.encode(Session(session.room, session.session_id, session.issued_at, self._expiry(now)))
+
+    def _expiry(self, now: float) -> int:
+        """A whole second at least ttl away: a cookie issued at 100.9 with a 2 s ttl is good until
+        103, not 102 (truncating made a short ttl up to a second shorter than configured)."""
+        return math.ceil(now) + self._ttl
 
     def needs_renewal(self, session: Session, now: float) -> bool:
         """Renew once half the idle time is used, so an active visitor gets at most one
