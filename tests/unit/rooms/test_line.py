@@ -265,6 +265,23 @@ class Failing:
         await self.record(room, admissions, now, tickets)
 
 
+def failing_replica(config: Config) -> tuple[Clock, SessionCodec, MemoryStore, Failing, Decider, str]:
+    """A replica's decider on the embedded store, whose line fails while `Failing.down`; the
+    room's cookie name."""
+    clock = Clock()
+    codec = SessionCodec(KEYS, ttl=600)
+    store = MemoryStore(clock)
+    failing = Failing(store)
+    return (
+        clock,
+        codec,
+        store,
+        failing,
+        Decider(config, store, codec, clock),
+        cookie_name(config, config.rooms[0]),
+    )
+
+
 @pytest.mark.parametrize("policy", ["local", "closed"])
 async def test_a_ticket_called_before_the_store_failed_is_let_in_while_it_is_away(policy: str) -> None:
     """The store called `a` just before it stopped answering: `a`'s place is held in the window, so
@@ -274,12 +291,7 @@ async def test_a_ticket_called_before_the_store_failed_is_let_in_while_it_is_awa
     config = parse(
         f"store: {{on_error: {policy}}}\n" + room(new_sessions=2, window="20s", abandon_after="60s")
     )
-    clock = Clock()
-    codec = SessionCodec(KEYS, ttl=600)
-    store = MemoryStore(clock)
-    failing = Failing(store)
-    decider = Decider(config, store, codec, clock)
-    name = cookie_name(config, config.rooms[0])
+    clock, codec, store, failing, decider, name = failing_replica(config)
 
     async def poll(ticket: str | None) -> Decision:
         return await visit(decider, "/", lambda wanted: [ticket] if ticket and wanted == name else [])
@@ -333,12 +345,7 @@ async def test_a_ticket_called_before_the_store_failed_is_let_in_while_it_is_awa
 
 async def test_a_replica_that_never_heard_of_a_call_lets_no_ticket_in_while_the_store_is_away() -> None:
     config = parse(room(new_sessions=1))
-    clock = Clock()
-    codec = SessionCodec(KEYS, ttl=600)
-    store = MemoryStore(clock)
-    failing = Failing(store)
-    decider = Decider(config, store, codec, clock)
-    name = cookie_name(config, config.rooms[0])
+    *_, failing, decider, name = failing_replica(config)
     assert (await visit(decider, "/", lambda wanted: [])).outcome is Outcome.ADMITTED
     waiting = await visit(decider, "/", lambda wanted: [])
     failing.down = True
