@@ -13,11 +13,11 @@ docs/concepts.md, "The line", says what is guaranteed and what is not.
 Called before an outage: while the store fails, the line is held (nobody is called, every ticket
 keeps its number), but a ticket the store had already called holds its place in the window and the
 cap, so its holder is let in at its first poll instead of after the outage, behind later tickets
-called with it. A replica knows which tickets those are from the store's latest answer to a waiting
-ticket: every ticket numbered above `last_lapsed` and at most `last_called` was called and has not
-given its place up, as long as its call cannot have lapsed yet — it is due back (its cookie says
-when) less than the grace ago. The admission is written back when the store answers again
-(LocalSync, room_record.lua): the ticket leaves the line and takes its place inside.
+called with it. A replica knows which tickets those are from the line's marks, heard in the store's
+answers and in other replicas' tickets: every ticket numbered above `last_lapsed` and at most
+`last_called` was called and has not given its place up, as long as its call cannot have lapsed
+before the store went silent (_called_before). The admission is written back when the store
+answers again (LocalSync, room_record.lua): the ticket leaves the line and takes its place inside.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ class Line:
         if not last_lapsed < ticket.issued_at <= last_called:
             return False
         due = ticket.expires_at - room.abandon_after_seconds - room.grace_seconds
-        silent_since = min(now, self.failing_since or now)
+        silent_since = self.failing_since or now  # this replica's first failed call, at or before now
         if silent_since >= due + min(room.grace_seconds, room.abandon_after_seconds):
             return False
         return not self.released(room.name, ticket.session_id)
@@ -232,9 +232,9 @@ class Line:
     def _learn(self, room: str, calls: tuple[int, int, int]) -> None:
         """Marks heard (from the store, or a ticket): a newer line's replace the known ones; the same
         line's only ever grow (an older ticket carries older marks); an older line's are ignored."""
-        known = self.marks.get(room)
-        if not calls[0]:
+        if not calls[0]:  # no line heard of
             return
+        known = self.marks.get(room)
         if known is None or calls[0] > known[0]:
             self.marks[room] = calls
         elif calls[0] == known[0]:
