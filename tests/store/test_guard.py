@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from waitroom.store.base import Admission, Overloaded, RoomPolicy, StoreError
+from waitroom.store.base import Admission, Overloaded, QueuePolicy, RoomPolicy, StoreError, Tickets, Turn
 from waitroom.store.guard import BreakerState, CircuitBreaker, Deadline, GuardedStore
 
 ROOM = RoomPolicy("r", 10, 60, 10)
@@ -37,7 +37,9 @@ class FakeStore:
         await asyncio.sleep(self.ping_delay)
         return True
 
-    async def record(self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float) -> None:
+    async def record(
+        self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float, tickets: Tickets = ()
+    ) -> None:
         pass
 
     async def close(self) -> None:
@@ -153,3 +155,47 @@ def test_an_open_circuit_probes_within_a_third_of_a_lines_grace() -> None:
     assert not breaker.probe_due()
     now[0] = 6.0
     assert breaker.probe_due()  # a room with no line waits for the cool-down
+
+
+async def test_the_write_back_before_a_lines_call_probes_at_the_lines_pace() -> None:
+    """A replica that let called tickets in while the store was away writes them back before its
+    next call for that line (rooms/local_sync.py), so that write-back is the only call the line
+    makes while the circuit is open: it probes at the line's pace, not the 5 s cool-down. Two of
+    four replicas stayed deaf that long after a 3 s stop, and told the visitors called meanwhile
+    to wait while the other two let later tickets in."""
+
+    class Line(FakeStore):
+        failing = False
+
+        async def queue(self, room: QueuePolicy, session_id: str, client: str = "") -> Turn:
+            if self.failing:
+                raise ConnectionError("refused")
+            return Turn(False, 1, 1, 1, 0, 0.0, time.time())
+
+        async def ping(self) -> bool:
+            if self.failing:
+                raise ConnectionError("refused")
+            return True
+
+    inner = Line(delay=0.0)
+    store = GuardedStore(inner, 0.05, CircuitBreaker(1, 5.0))
+    line = QueuePolicy("line", 10, 60.0, 20.0, 3.0, retry_after=0.4)  # a probe every 0.1 s
+    await store.queue(line, "a")
+    inner.failing = True
+    with pytest.raises(StoreError):
+        await store.queue(line, "a")
+    assert store.breaker.state is BreakerState.OPEN
+    inner.failing = False  # the store is back
+    await asyncio.sleep(0.15)
+    with pytest.raises(StoreError, match="circuit open"):  # the write-back meets the open circuit
+        await store.record(RoomPolicy("line", 10, 60.0, 0.0), [("x", time.time())], time.time())
+    assert store._probe is not None, "a probe at the line's pace, not the 5 s cool-down"
+    await asyncio.wait_for(store._probe, 2)
+    assert store.breaker.state is BreakerState.CLOSED
+    store._probe = None
+    other = RoomPolicy("no-line", 10, 60.0, 10.0)  # a room whose line was never asked: the cool-down
+    store.breaker.failed()
+    await asyncio.sleep(0.15)
+    with pytest.raises(StoreError, match="circuit open"):
+        await store.record(other, [("y", time.time())], time.time())
+    assert store._probe is None

@@ -185,21 +185,27 @@ class GuardedStore:
         self.max_wait = max_wait
         self.breaker = breaker
         self._probe: asyncio.Task[None] | None = None
+        self._line_cadence: dict[str, float] = {}
+        """How often each room whose line was asked needs a probe (_line_probes): the write-back
+        that goes before a line's call (rooms/local_sync.py) probes at the line's pace too. At the
+        cool-down's, the replicas that had let called tickets in while the store was away stayed
+        deaf for 5 s after it came back, and told visitors called meanwhile to wait while the others
+        let later tickets in."""
 
     async def admit(self, room: RoomPolicy, session_id: str, client: str = "") -> Admission:
         return await self._guarded("admit", self.inner.admit(room, session_id, client))
 
     async def queue(self, room: QueuePolicy, session_id: str, client: str = "") -> Turn:
-        return await self._guarded("queue", self.inner.queue(room, session_id, client), _line_probes(room))
+        return await self._guarded("queue", self.inner.queue(room, session_id, client), self._line(room))
 
     async def queue_state(self, room: QueuePolicy) -> QueueState:
         return await self._guarded("queue_state", self.inner.queue_state(room))
 
     async def heartbeat(self, room: QueuePolicy, session_ids: Sequence[str]) -> int:
-        return await self._guarded("heartbeat", self.inner.heartbeat(room, session_ids), _line_probes(room))
+        return await self._guarded("heartbeat", self.inner.heartbeat(room, session_ids), self._line(room))
 
     async def still_here(self, room: QueuePolicy, beats: Sequence[tuple[str, float]]) -> LineGlance:
-        return await self._guarded("still_here", self.inner.still_here(room, beats), _line_probes(room))
+        return await self._guarded("still_here", self.inner.still_here(room, beats), self._line(room))
 
     async def touch(
         self, room: str, ttl: float, seen: Sequence[tuple[str, float]], max_active: int = 0
@@ -230,7 +236,12 @@ class GuardedStore:
     async def record(
         self, room: RoomPolicy, admissions: Sequence[tuple[str, float]], now: float, tickets: Tickets = ()
     ) -> None:
-        await self._guarded("record", self.inner.record(room, admissions, now, tickets))
+        cadence = self._line_cadence.get(room.name)
+        await self._guarded("record", self.inner.record(room, admissions, now, tickets), cadence)
+
+    def _line(self, room: QueuePolicy) -> float:
+        cadence = self._line_cadence[room.name] = _line_probes(room)
+        return cadence
 
     async def _guarded[T](
         self, operation: str, call: Coroutine[Any, Any, T], probe_within: float | None = None
