@@ -87,6 +87,7 @@
 --#include departures.lua
 --#include holds.lua
 --#include silences.lua
+--#include ticket_numbers.lua
 
 local now
 if ARGV[7] ~= nil and ARGV[7] ~= "" then
@@ -159,12 +160,6 @@ local function leave(members)
     redis.call("HDEL", joined, unpack(members))
     redis.call("HDEL", lapsed, unpack(members))
   end
-end
-
-local AFTER_OPENING = 281474976710656  -- 2^48: tickets from the counter come after every hash
-local function shown(score)  -- the number a ticket shows: its place in arrival order, 0 before the opening
-  score = tonumber(score)
-  return score >= AFTER_OPENING and score - AFTER_OPENING or 0
 end
 
 local function enter()

@@ -13,6 +13,7 @@
 -- Returns 1 if the id held a place (inside or in line), else 0.
 
 --#include departures.lua
+--#include ticket_numbers.lua
 
 local now
 if ARGV[3] ~= nil and ARGV[3] ~= "" then
@@ -33,11 +34,9 @@ local ticket = redis.call("ZREM", KEYS[3], sid)
 held = held + ticket
 if ticket > 0 and KEYS[8] and redis.call("EXISTS", KEYS[8]) == 1 then
   redis.call("HINCRBY", KEYS[8], "out", 1)  -- keeps the key's expiry
-  local AFTER_OPENING = 281474976710656  -- room_queue.lua's shown(): 0 for a pre-queue ticket
-  local shown = number >= AFTER_OPENING and number - AFTER_OPENING or 0
   local fence = tonumber(redis.call("HGET", KEYS[8], "last_lapsed") or "0")
-  if redis.call("ZSCORE", KEYS[5], sid) and shown > fence then
-    redis.call("HSET", KEYS[8], "last_lapsed", shown)
+  if redis.call("ZSCORE", KEYS[5], sid) and shown(number) > fence then
+    redis.call("HSET", KEYS[8], "last_lapsed", shown(number))
   end
 end
 redis.call("ZREM", KEYS[4], sid)
