@@ -195,6 +195,30 @@ async def test_a_silent_store_does_not_eat_the_grace(store_and_clock: tuple[Stor
     assert (await store.queue(room, "called")).admitted
 
 
+async def test_a_call_that_lived_through_a_silence_keeps_a_whole_grace_after_it(
+    store_and_clock: tuple[Store, Clock],
+) -> None:
+    """A call with a moment of its grace left when the store went silent: a replica may have let its
+    holder in meanwhile (rooms/line.py), and must have time to write that back before the call
+    lapses and its place goes to the next (room_record.lua would then count it in a full window)."""
+    store, clock = store_and_clock
+    room = QueuePolicy("after", new_sessions=1, window=10.0, abandon_after=60.0, grace=4.0)
+    assert (await store.queue(room, "in")).admitted
+    await store.queue(room, "called")
+    await store.queue(room, "behind")
+    clock.now += 10
+    await store.queue(room, "behind")  # calls "called": its grace ends 4 s from now
+    clock.now += 1.9
+    await store.queue(room, "behind")  # the last ask heard: 2.1 s of the grace left
+    clock.now += 10  # silent: nobody's ask reached the store
+    assert not (await store.queue(room, "behind")).admitted  # "called" keeps its place...
+    for _ in range(3):  # ...for a whole grace after the silence, not the 2.1 s it had left
+        clock.now += 1.3
+        assert not (await store.queue(room, "behind")).admitted
+    clock.now += 0.2
+    assert (await store.queue(room, "behind")).admitted  # then it lapses to the next
+
+
 @pytest.mark.parametrize("first", ["ask", "heartbeat"])
 async def test_an_outage_longer_than_abandon_after_drops_nobody_who_kept_polling(
     store_and_clock: tuple[Store, Clock], first: str

@@ -258,5 +258,5 @@ class Decider:
                 share = room_policy(room, failed.replicas, self.activity.ttl)
                 admission = await self.on_error.local_store().admit(share, session_id, client)
                 if admission.admitted:
-                    self.sync.admitted_locally(room.name)
+                    self.sync.admitted_locally(room)
         return admission, failed.policy, failed.maybe_done

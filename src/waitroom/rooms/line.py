@@ -156,7 +156,7 @@ class Line:
             )
         if turn is None and ticket is not None and self._called_before(room, ticket, now, degraded):
             METRICS.line.called_in_outage.labels(room.name).inc()
-            self.sync.admitted_called(room.name, ticket.session_id, now)
+            self.sync.admitted_called(room, ticket.session_id, now)
             return Asked(True, ticket.session_id, degraded=degraded)
         if turn is None:  # closed: wait; a newcomer the store may have put in line keeps the id
             keep = maybe_done and not held

@@ -118,7 +118,7 @@ class MemoryLine:
         self.forget_passed_minutes(now)
         if self.last_ask and self.silent(now, grace, longer):  # room_queue.lua says why
             silence = now - self.last_ask
-            self.called = {sid: at + silence for sid, at in self.called.items()}
+            self.called = {sid: max(at + silence, now) for sid, at in self.called.items()}
         self.last_ask = now
         self.drop_abandoned(now, abandon_after)
         # Graces start at different times (a call, or a later due-back time): a scan of the called

@@ -3,6 +3,7 @@ on the embedded store (positions, the ticket cookie, a session once called)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from waitroom.rooms.decider import Decider, Decision, Outcome
 from waitroom.rooms.estimate import newcomer_estimate
 from waitroom.rooms.estimate import window_wait as estimate_wait
 from waitroom.rooms.line_view import LineView
+from waitroom.rooms.local_sync import WRITE_BACK_EVERY
 from waitroom.rooms.policy import queue_policy
 from waitroom.rooms.sessions import SessionCodec, cookie_name, keys_from_secret
 from waitroom.store.base import QueueState, StoreError
@@ -341,6 +343,38 @@ async def test_a_ticket_called_before_the_store_failed_is_let_in_while_it_is_awa
     assert (await poll(tickets["b"])).outcome is Outcome.ADMITTED
     assert (await poll(tickets["c"])).outcome is Outcome.WAITING  # the window's two places: a's, b's
     assert failing.unheard[-1] == 0.0  # said once
+
+
+async def test_a_called_ticket_let_in_while_the_store_was_away_is_written_back_unasked() -> None:
+    """Once the store answers again, the admission is written back within WRITE_BACK_EVERY even if
+    no visitor of the room asks this replica again: the store gives the call one grace after the
+    outage, then its place would go to the next."""
+    config = parse(room(new_sessions=1, window="20s", abandon_after="60s"))
+    clock, codec, store, failing, decider, name = failing_replica(config)
+
+    async def poll(ticket: str | None) -> Decision:
+        return await visit(decider, "/", lambda wanted: [ticket] if ticket and wanted == name else [])
+
+    assert (await poll(None)).outcome is Outcome.ADMITTED
+    a, b = (await poll(None)).pending, (await poll(None)).pending
+    clock.now += 18
+    a, b = (await poll(a)).pending, (await poll(b)).pending  # they poll as the page does
+    clock.now += 2
+    b = (await poll(b)).pending  # the window's place is free: a is called
+    failing.down = True
+    clock.now += 1
+    assert (await poll(a)).outcome is Outcome.ADMITTED  # let in while the store is away
+    await asyncio.sleep(2 * WRITE_BACK_EVERY)
+    assert failing.recorded == []  # still away: kept, and tried again
+    failing.down = False
+    await asyncio.sleep(2 * WRITE_BACK_EVERY)
+    ticket = codec.ticket(a, "shop", clock.now)
+    assert ticket is not None
+    assert [sid for sid, _ in failing.recorded] == [ticket.session_id]
+    state = await store.queue_state(queue_policy(config.rooms[0]))
+    assert (state.in_window, state.called, state.length) == (1, 0, 1)  # a in the window; b waits
+    await asyncio.sleep(2 * WRITE_BACK_EVERY)
+    assert len(failing.recorded) == 1  # nothing owed any more: nothing sent
 
 
 async def test_a_replica_that_never_heard_of_a_call_lets_no_ticket_in_while_the_store_is_away() -> None:

@@ -65,7 +65,9 @@
 -- none due, within half the grace plus max_retry_after - retry_after), they could not reach the
 -- store (it was stopped, or restarted with its data, or every replica's circuit was open); the
 -- replicas' batched heartbeats count as heard. The called tickets' calls move on by the silence,
--- so an outage never eats their holders' grace. And the replicas that lived through an outage say
+-- and a whole grace at least from its end, so an outage never eats their holders' grace, and a
+-- replica that let one in while the store was away (rooms/line.py) has a grace to write it back
+-- before its place goes to the next (room_record.lua). And the replicas that lived through an outage say
 -- so at their first ask after it (ARGV[18]): that time counts towards nobody's abandon_after
 -- (silences.lua), so it never drops the tickets of holders who kept polling. (A silence alone does
 -- not say it: a line whose visitors all left is silent too, and its tickets must go.)
@@ -199,7 +201,7 @@ local last = tonumber(redis.call("HGET", lapsed, "") or "0")
 if last > 0 and now - last > grace / 2 and now - last > quiet(last) then
   local calls = redis.call("ZRANGE", called, 0, 999, "WITHSCORES")
   for i = 1, #calls, 2 do
-    redis.call("ZADD", called, tonumber(calls[i + 1]) + (now - last), calls[i])
+    redis.call("ZADD", called, math.max(tonumber(calls[i + 1]) + (now - last), now), calls[i])
   end
 end
 redis.call("HSET", lapsed, "", now)
