@@ -4,6 +4,8 @@ its admin port. Loopback only; every wait and every load bounded in time."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import signal
@@ -52,15 +54,30 @@ def need(command: str) -> str:
 
 @contextmanager
 def process(
-    args: list[str], log: Path, env: dict[str, str] | None = None, port: int | None = None, what: str = ""
+    args: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    what: str = "",
+    *,
+    graceful: bool = True,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """`graceful`: stopped by SIGTERM (and waited for); else the process and every process it
+    started are killed at once (a proxy whose figures are taken has nothing left to drain, and its
+    drain waits a second for connections that may still come)."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=not graceful
+        )
         try:
             if port is not None:
                 wait_for_port(port, proc, what or args[0])
             yield proc
         finally:
+            if proc.poll() is None and not graceful:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -184,7 +201,8 @@ def mitmdump(
         "-q",
     ]
     args += options
-    with process(args, work / f"mitmdump-{port}.log", env=env, port=port, what=entry):
+    # Under cProfile the profile is written at a graceful exit.
+    with process(args, work / f"mitmdump-{port}.log", env=env, port=port, what=entry, graceful=bool(profile)):
         yield port
 
 

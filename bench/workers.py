@@ -65,7 +65,12 @@ def serve(work: Path, upstream: int, redis_port: int, workers: int) -> Iterator[
     ]
     env = {**os.environ, "WAITROOM_SECRET": SECRET}
     with process(
-        args, work / f"serve-workers-{workers}-{port}.log", env=env, port=port, what="waitroom serve"
+        args,
+        work / f"serve-workers-{workers}-{port}.log",
+        env=env,
+        port=port,
+        what="waitroom serve",
+        graceful=False,
     ):
         ready(admin, work, timeout=60)
         deadline = time.monotonic() + 60

@@ -156,7 +156,5 @@ def start_proxy(tmp_path: Path, entry_point: str) -> Iterator[StartProxy]:
         return proxy.wait_ready() if wait else proxy
 
     yield start
-    for proxy in started:  # every replica drains at once, not one after the other
-        proxy.ask_to_stop()
     for proxy in started:
         proxy.stop()

@@ -185,7 +185,10 @@ class Mitmdump:
         full_env.update(env or {})
         self.args = args
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+        # A session of its own: stop() ends the proxy and any workers it started (`--workers`).
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO, start_new_session=True
+        )
 
     @property
     def url(self) -> str:
@@ -213,13 +216,15 @@ class Mitmdump:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
-        stop_process(self.proc)
-        self._log.close()
-
-    def ask_to_stop(self) -> None:
-        """SIGTERM without waiting: replicas drain side by side (stop() then waits)."""
+        """End the proxy now, and its workers: SIGKILL, no drain. A test over has nothing left to
+        answer, and a drain waits a second for connections that may still come (addon/drain.py
+        IDLE_GRACE): a second per proxy was a sixth of the suite. A test of the drain sends
+        SIGTERM itself and waits for the exit (tests/ops/test_shutdown.py)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._log.close()
 
 
 class RedisServer:

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -216,7 +217,7 @@ class DocsEnv:
         }
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        stop_process(self.proc, signal.SIGKILL)  # the file's commands are done: nothing to drain
         if self.upstream is not None:
             self.upstream.close()
 
