@@ -147,16 +147,23 @@ async def test_a_called_ticket_keeps_its_place_for_the_grace_period(
     assert later.ticket == 3
 
 
+async def one_called(store: Store, clock: Clock, name: str, called: str, behind: str) -> QueuePolicy:
+    """A room of one place a window (4 s of grace): `called` is called by `behind`'s ask, a window
+    after the one admission."""
+    room = QueuePolicy(name, new_sessions=1, window=10.0, abandon_after=60.0, grace=4.0)
+    assert (await store.queue(room, "in")).admitted
+    await store.queue(room, called)
+    await store.queue(room, behind)
+    clock.now += 10
+    await store.queue(room, behind)
+    return room
+
+
 async def test_a_lapsed_ticket_is_not_called_again_before_its_holder_asks(
     store_and_clock: tuple[Store, Clock],
 ) -> None:
     store, clock = store_and_clock
-    room = QueuePolicy("lapsed", new_sessions=1, window=10.0, abandon_after=60.0, grace=4.0)
-    assert (await store.queue(room, "in")).admitted
-    await store.queue(room, "gone")
-    await store.queue(room, "next")
-    clock.now += 10
-    await store.queue(room, "next")  # calls "gone", who never comes
+    room = await one_called(store, clock, "lapsed", "gone", "next")  # "gone" never comes
     for _ in range(3):  # "next" polls as a page does
         clock.now += 1
         assert not (await store.queue(room, "next")).admitted
@@ -183,12 +190,7 @@ async def test_a_silent_store_does_not_eat_the_grace(store_and_clock: tuple[Stor
     """Nobody reached the store for longer than half the grace (it was stopped, or restarted with
     its data): the called tickets' grace waits, and their holders still get in when they come back."""
     store, clock = store_and_clock
-    room = QueuePolicy("silent", new_sessions=1, window=10.0, abandon_after=60.0, grace=4.0)
-    assert (await store.queue(room, "in")).admitted
-    await store.queue(room, "called")
-    await store.queue(room, "behind")
-    clock.now += 10
-    await store.queue(room, "behind")  # calls "called"
+    room = await one_called(store, clock, "silent", "called", "behind")
     clock.now += 6  # an outage: nobody's ask reached the store
     assert not (await store.queue(room, "behind")).admitted  # the place is still "called"'s
     clock.now += 1
@@ -202,12 +204,7 @@ async def test_a_call_that_lived_through_a_silence_keeps_a_whole_grace_after_it(
     holder in meanwhile (rooms/line.py), and must have time to write that back before the call
     lapses and its place goes to the next (room_record.lua would then count it in a full window)."""
     store, clock = store_and_clock
-    room = QueuePolicy("after", new_sessions=1, window=10.0, abandon_after=60.0, grace=4.0)
-    assert (await store.queue(room, "in")).admitted
-    await store.queue(room, "called")
-    await store.queue(room, "behind")
-    clock.now += 10
-    await store.queue(room, "behind")  # calls "called": its grace ends 4 s from now
+    room = await one_called(store, clock, "after", "called", "behind")  # its grace ends in 4 s
     clock.now += 1.9
     await store.queue(room, "behind")  # the last ask heard: 2.1 s of the grace left
     clock.now += 10  # silent: nobody's ask reached the store
