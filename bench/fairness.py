@@ -268,17 +268,17 @@ def figures(crowd: list[Visitor], outage: tuple[float, float] | None = None) -> 
 
 
 def _called_unheard_of(v: Visitor, start: float, end: float) -> bool:
-    """Let in at its first poll after the outage, having polled during it, each poll answered
-    without the store (no position: the replica could not ask it, and did not know of its call).
+    """Let in after the outage, at its first poll a replica could ask the store for: every poll of
+    it from the outage's start until then (one at least) answered without the store (no position:
+    the replica could not ask it, and did not know of its call). A replica hears the store again a
+    moment after the others (its next probe), so "after the outage" is each replica's own.
     A visitor called only after the outage fits too, and loses nothing by it: nobody let in
     during the outage holds a later ticket than one not called before it (the store calls in
     ticket order, tests/store/test_line_ops.py)."""
     if v.asked is None or v.asked < end:
         return False
-    during = [step for step in v.story if start <= step[0] < end]
-    after = [step for step in v.story if step[0] >= end]
-    unheard_of = bool(during) and all(step[3] != "in" and step[4] is None for step in during)
-    return unheard_of and after[0][3] == "in"
+    before_in = [step for step in v.story if start <= step[0] < v.asked]
+    return bool(before_in) and all(step[3] != "in" and step[4] is None for step in before_in)
 
 
 def _stories(pair: tuple[Visitor, Visitor | None] | None, origin: float) -> list[str]:

@@ -40,3 +40,14 @@ def test_the_exception_is_no_excuse_for_a_replica_that_heard_the_store_and_said_
     result = figures(crowd, OUTAGE)
     assert result["judged_after_outage"] == 0
     assert result["worst_order_inversion_s"] > 0.9
+
+
+def test_a_replica_still_deaf_a_moment_after_the_outage_is_part_of_it() -> None:
+    crowd = [  # 1's first poll after the outage reached a replica that had not heard Redis yet
+        visitor(1, (9.5, "waiting", 3), (11.5, "waiting", None), (12.1, "waiting", None), (13.0, "in", 0)),
+        visitor(2, (9.6, "waiting", 4), (10.6, "in", 0)),
+        visitor(3, (9.7, "waiting", 5), (12.2, "in", 0)),
+    ]
+    result = figures(crowd, OUTAGE)
+    assert result["judged_after_outage"] == 1
+    assert round(result["worst_order_inversion_s"], 3) == 0.8  # against 3, in at 12.2
