@@ -50,10 +50,12 @@ def test_300_visitors_on_4_replicas_get_in_in_ticket_order(
     assert figures["most_admissions_in_a_window"] == fairness.NEW_SESSIONS, figures
     assert figures["refill_bound_s"] < fairness.ABANDON_AFTER + fairness.POLL_MAX
     assert figures["eta_samples"] >= 100, figures
-    # Two bounds a saturated machine does not meet yet (issue 26, open): a freed place taken within
-    # the grace and one poll (beside a busy worker: up to 8.1 s against 4.55 s), and the wait shown at
-    # arrival within 20 % of the real one (median; up to 42 % when the proxies are starved). Recorded
-    # as expected failures once every guarantee above has held.
+    # Two latency figures, not guarantees, that a saturated machine does not meet (docs/development.md,
+    # "A busy machine"): a freed place taken within the grace and one poll (beside a busy worker: up
+    # to 8.1 s against 4.55 s; the place is never lost, only taken later, as the proxies answer
+    # late), and the wait shown at arrival within 20 % of the real one (median; up to 42 % when the
+    # proxies are starved; the estimate is issue 29's). Recorded as expected failures once every
+    # guarantee above (order, window, everyone in) has held.
     missed = [
         f"{name} {figures[name]} > {bound}"
         for name, bound in (
@@ -63,7 +65,7 @@ def test_300_visitors_on_4_replicas_get_in_in_ticket_order(
         if figures[name] > bound
     ]
     if missed:
-        pytest.xfail(f"issue 26, on a busy machine: {'; '.join(missed)}")
+        pytest.xfail(f"on a busy machine: {'; '.join(missed)}")
 
 
 def fifo_config(redis_url: str, new_sessions: int = 1) -> str:
