@@ -178,7 +178,8 @@ async def test_the_write_back_before_a_lines_call_probes_at_the_lines_pace() -> 
             return True
 
     inner = Line(delay=0.0)
-    store = GuardedStore(inner, 0.05, CircuitBreaker(1, 5.0))
+    now = [0.0]
+    store = GuardedStore(inner, 0.05, CircuitBreaker(1, 5.0, clock=lambda: now[0]))
     line = QueuePolicy("line", 10, 60.0, 20.0, 3.0, retry_after=0.4)  # a probe every 0.1 s
     await store.queue(line, "a")
     inner.failing = True
@@ -186,7 +187,7 @@ async def test_the_write_back_before_a_lines_call_probes_at_the_lines_pace() -> 
         await store.queue(line, "a")
     assert store.breaker.state is BreakerState.OPEN
     inner.failing = False  # the store is back
-    await asyncio.sleep(0.15)
+    now[0] += 0.15
     with pytest.raises(StoreError, match="circuit open"):  # the write-back meets the open circuit
         await store.record(RoomPolicy("line", 10, 60.0, 0.0), [("x", time.time())], time.time())
     assert store._probe is not None, "a probe at the line's pace, not the 5 s cool-down"
@@ -195,7 +196,7 @@ async def test_the_write_back_before_a_lines_call_probes_at_the_lines_pace() -> 
     store._probe = None
     other = RoomPolicy("no-line", 10, 60.0, 10.0)  # a room whose line was never asked: the cool-down
     store.breaker.failed()
-    await asyncio.sleep(0.15)
+    now[0] += 0.15
     with pytest.raises(StoreError, match="circuit open"):
         await store.record(other, [("y", time.time())], time.time())
     assert store._probe is None

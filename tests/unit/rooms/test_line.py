@@ -248,6 +248,11 @@ class Failing:
         self.store = store
         self.down = False
         self.recorded: list[tuple[str, float]] = []
+        self.tries = 0
+        """Write-backs tried, failed or not ..."""
+        self.refused = 0
+        """... and those refused while `down`."""
+        self._tried = asyncio.Condition()
         self.unheard: list[float] = []
         """Each ask's unheard_for: the outage the replica lived through, said once."""
         self.queue, self.record = store.queue, store.record
@@ -261,10 +266,19 @@ class Failing:
         return await self.queue(policy, *args, **kwargs)
 
     async def _record(self, room: Any, admissions: Any, now: float, tickets: Any = ()) -> None:
+        async with self._tried:
+            self.tries += 1
+            self._tried.notify_all()
         if self.down:
+            self.refused += 1
             raise StoreError("down")
         self.recorded += tickets
         await self.record(room, admissions, now, tickets)
+
+    async def tried(self, tries: int, within: float = 20 * WRITE_BACK_EVERY) -> None:
+        """Until the write-back was tried `tries` times in all, bounded (it runs on its own timer)."""
+        async with asyncio.timeout(within), self._tried:
+            await self._tried.wait_for(lambda: self.tries >= tries)
 
 
 def failing_replica(config: Config) -> tuple[Clock, SessionCodec, MemoryStore, Failing, Decider, str]:
@@ -364,17 +378,20 @@ async def test_a_called_ticket_let_in_while_the_store_was_away_is_written_back_u
     failing.down = True
     clock.now += 1
     assert (await poll(a)).outcome is Outcome.ADMITTED  # let in while the store is away
-    await asyncio.sleep(2 * WRITE_BACK_EVERY)
-    assert failing.recorded == []  # still away: kept, and tried again
+    await failing.tried(2)  # still away: kept, and tried again
+    assert failing.recorded == []
     failing.down = False
-    await asyncio.sleep(2 * WRITE_BACK_EVERY)
+    await failing.tried(3)  # nobody asks: written back all the same
     ticket = codec.ticket(a, "shop", clock.now)
     assert ticket is not None
     assert [sid for sid, _ in failing.recorded] == [ticket.session_id]
     state = await store.queue_state(queue_policy(config.rooms[0]))
     assert (state.in_window, state.called, state.length) == (1, 0, 1)  # a in the window; b waits
-    await asyncio.sleep(2 * WRITE_BACK_EVERY)
-    assert len(failing.recorded) == 1  # nothing owed any more: nothing sent
+    writing = decider.sync._writing
+    assert writing is not None
+    await asyncio.wait_for(writing, 1)
+    assert decider.sync._retry is None  # nothing owed any more: no next try
+    assert failing.tries - failing.refused == 1
 
 
 async def test_a_replica_that_never_heard_of_a_call_lets_no_ticket_in_while_the_store_is_away() -> None:
