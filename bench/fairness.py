@@ -214,7 +214,7 @@ def figures(crowd: list[Visitor], outage: tuple[float, float] | None = None) -> 
             worst_inversion, worst_pair = inversion, (v, first)
         if v.admitted < earliest_after:
             earliest_after, first_after = v.admitted, v
-        if outage is not None and v.asked >= outage[1] and v.admitted < after_outage:
+        if outage is not None and v.admitted >= outage[1] and v.admitted < after_outage:
             after_outage, first_after_outage = v.admitted, v
 
     # Rate: the most admissions certainly inside one window (asked after its start, answered
@@ -271,11 +271,12 @@ def _called_unheard_of(v: Visitor, start: float, end: float) -> bool:
     """Let in after the outage, at its first poll a replica could ask the store for: every poll of
     it from the outage's start until then (one at least) answered without the store (no position:
     the replica could not ask it, and did not know of its call). A replica hears the store again a
-    moment after the others (its next probe), so "after the outage" is each replica's own.
+    moment after the others (its next probe), so "after the outage" is each replica's own; and the
+    poll that got it in may have been sent before the end, and answered once the store was back.
     A visitor called only after the outage fits too, and loses nothing by it: nobody let in
     during the outage holds a later ticket than one not called before it (the store calls in
     ticket order, tests/store/test_line_ops.py)."""
-    if v.asked is None or v.asked < end:
+    if v.asked is None or v.admitted is None or v.admitted < end:
         return False
     before_in = [step for step in v.story if start <= step[0] < v.asked]
     return bool(before_in) and all(step[3] != "in" and step[4] is None for step in before_in)

@@ -51,3 +51,14 @@ def test_a_replica_still_deaf_a_moment_after_the_outage_is_part_of_it() -> None:
     result = figures(crowd, OUTAGE)
     assert result["judged_after_outage"] == 1
     assert round(result["worst_order_inversion_s"], 3) == 0.8  # against 3, in at 12.2
+
+
+def test_the_poll_that_gets_in_may_be_sent_before_the_end_and_answered_after_it() -> None:
+    crowd = [  # 1's poll at 11.8 waited for the store to come back and got in at 12.3
+        visitor(1, (9.5, "waiting", 3), (10.5, "waiting", None), (11.8, "in", 0)),
+        visitor(2, (9.6, "waiting", 4), (10.6, "in", 0)),
+    ]
+    crowd[0].admitted = 12.3
+    result = figures(crowd, OUTAGE)
+    assert result["judged_after_outage"] == 1
+    assert result["worst_order_inversion_s"] == 0.0
