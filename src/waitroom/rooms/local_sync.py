@@ -61,15 +61,13 @@ class LocalSync:
         self._writing = loop.create_task(self._write_back(), name="waitroom: write-back")
 
     async def _write_back(self) -> None:
-        for name in list(self._rooms):
-            room = self._rooms[name]
+        for name, room in list(self._rooms.items()):
             try:
                 await self.before_shared(room)
             except (StoreError, Overloaded):
-                continue  # still owed: the next try
+                pass  # still owed: the next try
             except Exception as e:  # a bug: what is owed is kept, and tried again
                 log.warning("waitroom: writing back room %s failed: %s", name, type(e).__name__)
-                continue
         owed = self._unsynced | set(self._called)
         for name in [name for name in self._rooms if name not in owed]:
             del self._rooms[name]
