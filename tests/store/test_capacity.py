@@ -188,11 +188,12 @@ async def test_departures_from_the_active_set_are_measured(store_and_clock: tupl
     clock.now += 40  # b idle since 1000 (left at 1030), c since 1010 (left at 1040)
     assert (await store.admit(room, "e")).admitted
     assert (await store.admit(room, "f")).admitted
-    assert (await store.admit(room, "g")).inside == Inside(2, 3, 50.0)
+    assert (await store.admit(room, "g")).inside == Inside(2, 3, 50.0, silent=10.0)  # the last left at 1040
     clock.now += DEPARTURE_HORIZON - 35  # 1015 + the horizon: a's departure no longer counts
     assert (await store.admit(room, "h")).admitted  # e and f idle since 1050: left at 1080
     assert (await store.admit(room, "i")).admitted
-    assert (await store.admit(room, "j")).inside == Inside(2, 4, DEPARTURE_HORIZON)
+    last = await store.admit(room, "j")  # read at 1015 + the horizon, 65 s before it the last left
+    assert last.inside == Inside(2, 4, DEPARTURE_HORIZON, silent=DEPARTURE_HORIZON - 65)
 
 
 async def test_departures_cover_their_pace_not_the_rooms_age(store_and_clock: tuple[Store, Clock]) -> None:
@@ -214,7 +215,7 @@ async def test_departures_cover_their_pace_not_the_rooms_age(store_and_clock: tu
     assert (await store.admit(room, "f")).admitted
     # Three departures 2 s apart, read at 1025: from 1018 (a gap before the first), not from 1000.
     clock.now += 1
-    assert (await store.admit(room, "y")).inside == Inside(3, 3, 7.0)
+    assert (await store.admit(room, "y")).inside == Inside(3, 3, 7.0, silent=1.0)
 
 
 async def test_the_departures_record_is_bounded(store_and_clock: tuple[Store, Clock]) -> None:
@@ -246,7 +247,7 @@ async def test_a_waiting_ticket_learns_the_places_inside(store_and_clock: tuple[
     assert (await store.queue_state(room)).inside == Inside(1, 1, 5.0)
     # Read without changing anything: a session idle past the ttl counts as departed already.
     clock.now += TTL + 1
-    assert (await store.queue_state(room)).inside == Inside(0, 2, TTL + 6)
+    assert (await store.queue_state(room)).inside == Inside(0, 2, TTL + 6, silent=1.0)
     # A room without a cap has nothing inside to read.
     plain = QueuePolicy("linecap", 100, 60.0, 60.0, 60.0, ttl=TTL)
     assert (await store.queue_state(plain)).inside == Inside()

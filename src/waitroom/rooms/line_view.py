@@ -165,7 +165,7 @@ class LineView:
             interval=interval,
             mark=(ahead, served),
             now=glance.now + age,
-            inside=state.inside,
+            inside=state.inside.later(age),
         )
 
     async def flush(self) -> None:

@@ -77,6 +77,16 @@ class Inside:
     (never before the record starts) to now, so that a record that started long before anyone could
     leave (a young room filling up) does not dilute their pace. Fewer: the whole record,
     DEPARTURE_HORIZON or less while it is younger or full (DEPARTURE_BOUND departures in less)."""
+    silent: float = 0.0
+    """Seconds since the last departure within the record (0 with none): how long the room has been
+    silent, the part of `span` after the departures."""
+
+    def later(self, seconds: float) -> Inside:
+        """The same reading `seconds` later, if nobody has left since (a view answering from it)."""
+        if seconds <= 0:
+            return self
+        silent = self.silent + seconds if self.departed else 0.0
+        return Inside(self.active, self.departed, self.span + seconds, silent)
 
 
 NOBODY_INSIDE = Inside()

@@ -106,11 +106,13 @@ class _RoomState:
             if at >= low - ttl:
                 left.append(at + ttl)
         departed = len(kept) + len(left)
-        start = since
-        if departed >= 2:  # from one mean gap before the first departure (departures.lua inside)
+        start, silent = since, 0
+        if departed:  # from one mean gap before the first departure (departures.lua inside)
             first, last = min(kept[:1] + left[:1]), max(kept[-1:] + left[-1:])
-            start = max(min(since, first), first - (last - first) // (departed - 1))
-        return Inside(len(self.active) - idle, departed, (now - start) / MICROS)
+            silent = now - last
+            if departed >= 2:
+                start = max(min(since, first), first - (last - first) // (departed - 1))
+        return Inside(len(self.active) - idle, departed, (now - start) / MICROS, silent / MICROS)
 
     def activate(self, sid: str, at: int) -> None:
         self.active.pop(sid, None)

@@ -97,9 +97,9 @@ class RedisRooms:
             bool(started),
             now / MICROS,
             next_free=reply[4] / MICROS,
-            inside=_inside(reply[5:8]),
-            holding=len(reply) > 8 and reply[8] == 1,
-            spent=len(reply) > 8 and reply[8] == 2,
+            inside=_inside(reply[5:9]),
+            holding=len(reply) > 9 and reply[9] == 1,
+            spent=len(reply) > 9 and reply[9] == 2,
         )
 
     def _holds_key(self, room: str, client: str) -> str:
@@ -152,7 +152,7 @@ class RedisRooms:
             prequeue=state == 1,
             refused=state == 2,
             used=state == 3,
-            inside=_inside(reply[16:19]),
+            inside=_inside(reply[16:20]),
             interval=interval / MICROS,
             calls=int(calls),
             out=int(out),
@@ -199,7 +199,7 @@ class RedisRooms:
             int(in_window),
             slot / MICROS,
             now / MICROS,
-            _inside(reply[6:9]) if room.max_active else NOBODY_INSIDE,
+            _inside(reply[6:10]) if room.max_active else NOBODY_INSIDE,
         )
 
     def _served(self, room: str) -> str:
@@ -265,8 +265,9 @@ class RedisRooms:
 
 
 def _inside(reply: list[int]) -> Inside:
-    """A script's {active, departures, µs covered} (none: a room without max_active)."""
-    if len(reply) < 3:
+    """A script's {active, departures, µs covered, µs since the last} (none: a room without
+    max_active)."""
+    if len(reply) < 4:
         return NOBODY_INSIDE
-    active, departed, span = reply
-    return Inside(int(active), int(departed), span / MICROS)
+    active, departed, span, silent = reply
+    return Inside(int(active), int(departed), span / MICROS, silent / MICROS)

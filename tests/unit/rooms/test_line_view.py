@@ -111,6 +111,29 @@ async def test_a_stale_view_or_a_failed_flush_sends_the_poll_to_the_store() -> N
     assert failing.answer(room, "v39", mark_of(far)) is not None
 
 
+async def test_the_views_answer_reads_the_places_inside_as_old_as_the_view() -> None:
+    """The places inside, as the store last told them, are read as many seconds later as the view
+    is old: a silence since the last departure grows with it (rooms/estimate.py reads it)."""
+    clock = Clock()
+    store = MemoryStore(clock)
+    room = QueuePolicy(
+        "line", 1, 10.0, 200.0, 200.0, retry_after=1.0, max_retry_after=60.0, max_active=1, ttl=600.0
+    )
+    assert (await store.queue(room, "in")).admitted
+    clock.now += 5
+    assert await store.release("line", "in", 600.0)  # a departure
+    turns = {f"v{i}": await store.queue(room, f"v{i}") for i in range(40)}
+    far = turns["v39"]
+    view = LineView(store, clock)
+    view.learn(room, far, "v39")
+    clock.now += 1.0
+    cached = view.answer(room, "v39", mark_of(far))
+    assert cached is not None
+    assert far.inside.departed == 1
+    assert cached.inside == far.inside.later(1.0)
+    assert (cached.inside.span, cached.inside.silent) == (far.inside.span + 1.0, far.inside.silent + 1.0)
+
+
 async def test_heartbeats_from_the_view_keep_far_back_tickets_alive_and_learn_their_places() -> None:
     clock = Clock()
     store = MemoryStore(clock)

@@ -79,11 +79,12 @@ local function departures_ends(active, departed, low, now, ttl)
   return first, last
 end
 
--- {active sessions, departures within the record, µs they cover}; read-only: the idle sessions a
--- next write would note count as departed already. Two departures or more cover from one mean gap
--- between them before the first (never before the record starts) to now: a record that started
--- long before anyone could leave (a young room filling up) does not dilute the pace they leave at.
--- Fewer cover the whole record.
+-- {active sessions, departures within the record, µs they cover, µs since the last of them};
+-- read-only: the idle sessions a next write would note count as departed already. Two departures or
+-- more cover from one mean gap between them before the first (never before the record starts) to
+-- now: a record that started long before anyone could leave (a young room filling up) does not
+-- dilute the pace they leave at. Fewer cover the whole record. With none, no time has passed since
+-- the last (0).
 local function inside(active, departed, now, ttl)
   local low = now - DEPARTURE_HORIZON
   local count = redis.call("ZCOUNT", active, "(" .. (now - ttl), "+inf")
@@ -94,11 +95,14 @@ local function inside(active, departed, now, ttl)
   end
   left = left + redis.call("ZCOUNT", active, low - ttl, now - ttl)
   since = math.max(tonumber(since or now), low)
-  local start = since
-  if left >= 2 then
+  local start, silent = since, 0
+  if left >= 1 then
     local first, last = departures_ends(active, departed, low, now, ttl)
-    local gap = math.floor((last - first) / (left - 1))
-    start = math.max(math.min(since, first), first - gap)
+    silent = now - last
+    if left >= 2 then
+      local gap = math.floor((last - first) / (left - 1))
+      start = math.max(math.min(since, first), first - gap)
+    end
   end
-  return {count, left, now - start}
+  return {count, left, now - start, silent}
 end

@@ -28,7 +28,8 @@
 --
 -- Returns {admitted (0|1), blocked_until (µs, 0 when not blocked), block_started (0|1), now (µs)},
 -- and for a refusal, what its estimate needs: {..., when the window's next place frees up (µs; now
--- when it has one), active sessions, departures, µs the departures cover (0s without max_active)},
+-- when it has one), active sessions, departures, µs the departures cover, µs since the last of
+-- them (0s without max_active)},
 -- then why, when it is not the window, the block or the cap: 1 the address holds its places_per_ip;
 -- 2 the id is spent.
 -- Every key shares the hash tag {room:NAME}, so the script touches one Cluster slot.
@@ -62,18 +63,18 @@ local function refused(blocked_until, started)
     local entry = redis.call("ZRANGEBYSCORE", KEYS[1], after, "+inf", "WITHSCORES", "LIMIT", over, 1)
     next_free = tonumber(entry[2] or now) + window
   end
-  local reading = {0, 0, 0}
+  local reading = {0, 0, 0, 0}
   if max_active > 0 then
     reading = inside(KEYS[3], KEYS[4], now, ttl)
   end
-  return {0, blocked_until, started, now, next_free, reading[1], reading[2], reading[3]}
+  return {0, blocked_until, started, now, next_free, reading[1], reading[2], reading[3], reading[4]}
 end
 
 local seen = redis.call("ZSCORE", KEYS[1], sid)
 if seen and tonumber(seen) > now - window then
   if redis.call("ZSCORE", KEYS[5], sid) or (max_active > 0 and not redis.call("ZSCORE", KEYS[3], sid)) then
     local reply = refused(0, 0)
-    reply[9] = 2
+    reply[10] = 2
     return reply
   end
   return {1, 0, 0, now}
@@ -93,7 +94,7 @@ if redis.call("ZCARD", KEYS[1]) < new_sessions then
     redis.call("PEXPIRE", KEYS[6], hold_ttl(0, ttl, window))
     if holds_count(KEYS[6], false, KEYS[1], active, KEYS[5], now, window, ttl) >= places then
       local reply = refused(0, 0)
-      reply[9] = 1
+      reply[10] = 1
       return reply
     end
   end

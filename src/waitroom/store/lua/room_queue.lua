@@ -78,7 +78,8 @@
 --          holds its places_per_ip; 3: a spent id — a ticket used longer than grace ago, or whose
 --          session was released since or (with max_active) is no longer counted inside: no ticket
 --          and no second session, the caller asks again as a newcomer), then with
---          max_active: active sessions, departures, µs the departures cover (see Inside in base.py)};
+--          max_active: active sessions, departures, µs the departures cover, µs since the last of
+--          them (see Inside in base.py)};
 --          a waiting ticket's answer has, between the state and the places inside: its poll interval
 --          (µs), the served counters calls and out, lapsed tickets, admissions in the window, and
 --          the served marks last_called and last_lapsed, and the line's epoch (served "born": when

@@ -12,7 +12,8 @@
 -- Tickets that room_queue.lua would drop on its next call are not counted here.
 -- Returns {live tickets, live called tickets, when the oldest live ticket joined (µs, 0: none),
 --          admissions in the window, slot of a newcomer (µs; see Turn.slot), now (µs), then with
---          a ttl: active sessions, departures, µs the departures cover (see Inside in base.py)}.
+--          a ttl: active sessions, departures, µs the departures cover, µs since the last of them
+--          (see Inside in base.py)}.
 
 --#include departures.lua
 
