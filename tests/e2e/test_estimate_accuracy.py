@@ -118,7 +118,9 @@ def test_a_full_cap_says_unknown_or_comes_within_twice_the_real_wait(
     (rooms/estimate.py MIN_DEPARTURES), so those who arrive before the second (3.7 s) are told no
     figure ("unknown", JSON null), never a number. The bound is judged on the figures shown after:
     each within 2× of the wait it announced, and at least 3 of the ten were shown one (5 when
-    nothing is late)."""
+    nothing is late). The places cycle in waves (every newcomer stays the same 2.5 s), so a visitor
+    who asks at the end of a wave's silence meets the case rooms/estimate.py departures_wait reads
+    both ways: counted as a slower pace alone, it was told 7 s for a 3.3 s wait."""
     url = serve(
         start_proxy,
         redis_server,
@@ -140,12 +142,7 @@ def test_a_full_cap_says_unknown_or_comes_within_twice_the_real_wait(
     assert len(numbered) >= 3, [str(v) for v in waited]  # once people left, figures were given
     for v in numbered:
         assert isinstance(v.eta, int)
-        assert v.wait / 2 <= v.eta, str(v)  # never told less than half the wait it had
-    # A known gap (issue 29, reopened): beside CPU hogs, one run in three told a visitor 7 s for a
-    # 3.3 s wait (2.1x): the first two departures' pace, measured over the 2 s floor, is slower
-    # than the cap's. Recorded once every other check held.
-    if over := [str(v) for v in numbered if v.eta > 2 * v.wait]:
-        pytest.xfail(f"issue 29: more than twice the real wait: {over}")
+        assert v.wait / 2 <= v.eta <= 2 * v.wait, str(v)
 
 
 @pytest.mark.timeout(60)

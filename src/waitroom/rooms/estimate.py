@@ -7,11 +7,12 @@ Two limits hold a line, and the estimate is the later of what each allows:
 - the window: `new_sessions` places per `window`, freeing up as the admissions in the window's log
   grow older than the window (`window_wait`);
 - the cap (`max_active`): a place inside frees up only when a session leaves (released, or idle past
-  the ttl). The store measures those departures (store/base.py Inside); the places the visitor
-  needs, at the measured rate, plus the half poll it takes to come in, is the cap's figure. When the
-  cap holds the line and fewer than two sessions have left within the record (DEPARTURE_HORIZON),
-  no honest figure exists: the estimate is `seconds=None` on the basis "capacity" ("we can't
-  estimate your wait yet"), never a number.
+  the ttl). The store measures those departures (store/base.py Inside); the time the places the
+  visitor needs take to free up at the measured pace (`departures_wait`), plus the half poll it
+  takes to come in, is the cap's figure. When the cap holds the line and no pace holds (fewer than
+  two sessions left within the record, DEPARTURE_HORIZON, or nobody has left for much longer than
+  the departures measured cover), no honest figure exists: the estimate is `seconds=None` on the
+  basis "capacity" ("we can't estimate your wait yet"), never a number.
 
 A scheduled room before its opening ("opening") and an operator's hold ("paused") are said by the
 line itself (rooms/line.py), not here.
@@ -33,6 +34,9 @@ MIN_SPAN = 2.0
 """Seconds a departure rate is measured over at the least: departures that came all at once (a
 batch going idle together, releases a moment apart) would otherwise promise a rate nobody has
 seen."""
+LAPSE = 2.0
+"""A measured pace no longer holds once nobody has left for this many times the span its departures
+cover (at least MIN_SPAN): the sessions inside stay on, and the past says nothing of when they go."""
 
 
 def window_wait(
@@ -69,6 +73,26 @@ def departure_rate(inside: Inside) -> float | None:
     return inside.departed / max(inside.span, MIN_SPAN)
 
 
+def departures_wait(inside: Inside, places: int) -> float | None:
+    """Seconds until `places` more sessions have left, at the pace measured; None when no pace holds
+    (fewer than MIN_DEPARTURES within the record, or a silence of LAPSE times what they cover).
+
+    The silence since the last departure reads two ways, and the figure is the middle of them.
+    Departures that come in waves (every place cycles through much the same stay, so they bunch)
+    make the next one due a mean gap after the last: the silence is part of the wait, and the pace
+    is the one between departures. Departures at random make the silence a sign of a slower pace:
+    the pace counts it, and the wait starts now. Either alone is off by the wave's length when the
+    other holds; a visitor asking at the end of a wave's silence was told twice its wait."""
+    rate = departure_rate(inside)
+    if rate is None:
+        return None
+    between = max(inside.span - inside.silent, MIN_SPAN)  # from one gap before the first to the last
+    if inside.silent > LAPSE * between:
+        return None
+    waves = max(0.0, places * between / inside.departed - inside.silent)
+    return (places / rate + waves) / 2
+
+
 def places_needed(max_active: int | None, inside: Inside, *, called: int, ahead: int) -> int:
     """Places inside that must free up before a visitor with `ahead` uncalled tickets before it can
     be called: none when the cap does not hold it (no cap, or enough places free)."""
@@ -95,10 +119,10 @@ def line_estimate(
     needed = places_needed(room.max_active, inside, called=called, ahead=max(0, position - called))
     if needed == 0:
         return Estimate(window)
-    rate = departure_rate(inside)
-    if rate is None:  # full, and no pace measured (fewer than two left for a while): no honest figure
+    departures = departures_wait(inside, needed)
+    if departures is None:  # full, and no pace holds (nobody left for a while): no honest figure
         return Estimate(None, "capacity")
-    cap = math.ceil(needed / rate + room.retry_after / 2)
+    cap = math.ceil(departures + room.retry_after / 2)
     return Estimate(cap, "capacity") if cap >= window else Estimate(window)
 
 
@@ -121,8 +145,8 @@ def block_estimate(room: RoomConfig, admission: Admission) -> Estimate:
     (Admission.next_free). While a block lasts nobody gets in; a block that ends on a window still
     full is started again by the next visitor, so the place is taken at the end of the first block
     (of `block_for` each, one after another) that ends after the window has it. With a cap that is
-    full, a place inside must free up too: at the measured departure rate, or no figure at all when
-    it has none (fewer than MIN_DEPARTURES within the record)."""
+    full, a place inside must free up too: at the measured pace, or no figure at all when none holds
+    (departures_wait)."""
     now = admission.now
     at = max(now, admission.next_free)
     if admission.blocked_until > now:
@@ -133,8 +157,8 @@ def block_estimate(room: RoomConfig, admission: Admission) -> Estimate:
     seconds = math.ceil(at - now)
     if not room.max_active or admission.inside.active < room.max_active:
         return Estimate(seconds)
-    rate = departure_rate(admission.inside)
-    if rate is None:
+    departures = departures_wait(admission.inside, 1)
+    if departures is None:
         return Estimate(None, "capacity")
-    cap = math.ceil(1 / rate)
+    cap = math.ceil(departures)
     return Estimate(cap, "capacity") if cap >= seconds else Estimate(seconds)

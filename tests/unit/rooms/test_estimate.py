@@ -14,10 +14,12 @@ from waitroom.config.overrides import Overrides
 from waitroom.config.schema import Config, RoomConfig, parse_config
 from waitroom.rooms.decider import Decider, Outcome
 from waitroom.rooms.estimate import (
+    LAPSE,
     MIN_DEPARTURES,
     MIN_SPAN,
     block_estimate,
     departure_rate,
+    departures_wait,
     line_estimate,
     newcomer_estimate,
 )
@@ -126,6 +128,39 @@ def test_one_departure_is_no_pace() -> None:
     assert departure_rate(Inside(active=5, departed=1, span=300.0)) is None
     assert ticket(room(max_active=5), 0, Inside(active=5, departed=1, span=4.0)) == Estimate(None, "capacity")
     assert departure_rate(Inside(active=5, departed=2, span=4.0)) == 0.5
+
+
+def test_a_silence_since_the_last_departure_counts_half_as_waiting_and_half_as_a_slower_pace() -> None:
+    """Four departures 1.5 s apart (6 s from a gap before the first to the last), then 2 s of
+    silence. Waves: the next two are due 3 s after the last, 1 s from now. At random: the
+    pace counts the silence (4 in 8 s), the two take 4 s from now. The figure is the middle."""
+    waves = Inside(active=3, departed=4, span=8.0, silent=2.0)
+    assert departures_wait(waves, 2) == (4.0 + 1.0) / 2
+    # Read at the last departure, both readings agree: the pace between departures, from now.
+    assert departures_wait(Inside(active=3, departed=4, span=6.0), 2) == 3.0
+    # A silence past the waves' due time waits no longer by them; the pace still slows.
+    assert departures_wait(Inside(active=3, departed=4, span=12.0, silent=6.0), 2) == (6.0 + 0.0) / 2
+
+
+def test_a_pace_lapses_when_nobody_has_left_for_long() -> None:
+    """Two departures 1 s apart, then silence: the pace they measured (from a gap before the first
+    to the last, at least MIN_SPAN) holds for LAPSE times that, then no figure: the full cap's
+    visitors are told "we can't estimate your wait yet", not an ever smaller share of a minute."""
+    assert LAPSE * MIN_SPAN == 4.0
+    assert departures_wait(Inside(active=5, departed=2, span=6.0, silent=4.0), 1) is not None
+    assert departures_wait(Inside(active=5, departed=2, span=6.1, silent=4.1), 1) is None
+    lapsed = Inside(active=5, departed=2, span=6.1, silent=4.1)
+    assert ticket(room(max_active=5), 0, lapsed) == Estimate(None, "capacity")
+    # Departures spread over a long span keep their pace as long in proportion.
+    assert departures_wait(Inside(active=5, departed=6, span=160.0, silent=100.0), 1) is not None
+
+
+def test_a_reading_later_has_the_silence_grown_by_as_much() -> None:
+    reading = Inside(active=3, departed=2, span=5.0, silent=1.0)
+    assert reading.later(2.0) == Inside(active=3, departed=2, span=7.0, silent=3.0)
+    assert reading.later(0.0) == reading
+    # With no departure there is no silence to grow: only the record is older.
+    assert Inside(active=3, departed=0, span=5.0).later(2.0) == Inside(active=3, departed=0, span=7.0)
 
 
 def admission(
