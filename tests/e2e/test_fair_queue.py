@@ -53,9 +53,10 @@ def test_300_visitors_on_4_replicas_get_in_in_ticket_order(
     # Two latency figures, not guarantees, that a saturated machine does not meet (docs/development.md,
     # "A busy machine"): a freed place taken within the grace and one poll (beside a busy worker: up
     # to 8.1 s against 4.55 s; the place is never lost, only taken later, as the proxies answer
-    # late), and the wait shown at arrival within 20 % of the real one (median; up to 42 % when the
-    # proxies are starved; the estimate is issue 29's). Recorded as expected failures once every
-    # guarantee above (order, window, everyone in) has held.
+    # late), and the wait shown at arrival within 20 % of the real one (median: 8 % beside two
+    # CPU-bound processes, up to 45 % when another test's hogs and proxies share the machine: the
+    # estimate counts a called visitor in at its next poll, and a starved proxy answers it late).
+    # Recorded as expected failures once every guarantee above (order, window, everyone in) held.
     missed = [
         f"{name} {figures[name]} > {bound}"
         for name, bound in (
