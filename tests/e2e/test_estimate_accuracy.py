@@ -197,3 +197,59 @@ def test_a_block_rooms_estimate_is_within_twice_the_real_wait(
         assert v.basis == "window", str(v)
         assert isinstance(v.eta, int)
         assert v.wait / 2 <= v.eta <= 2 * v.wait, str(v)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.exact
+def test_a_full_cap_whose_occupants_stay_on_says_unknown_again(
+    start_proxy: StartProxy, upstream: Upstream, redis_server: RedisServer
+) -> None:
+    """Two places; their holders leave a second apart and the two visitors called to them stay on.
+    The third visitor is given a figure from the two departures, then, once nobody has left for
+    more than twice the time they covered (rooms/estimate.py LAPSE), no figure: JSON null, basis
+    "capacity", the page's "we can't estimate your wait yet"; a newcomer too."""
+    url = serve(
+        start_proxy,
+        redis_server,
+        upstream,
+        "queue: fifo, new_sessions: 100, window: 10s, max_active: 2, retry_after: 1s, grace: 20s, "
+        "abandon_after: 40s",
+    )
+
+    async def scene() -> None:
+        clients = [httpx.AsyncClient(base_url=url, timeout=10) for _ in range(6)]
+        a, b, v1, v2, v3, late = clients
+        try:
+            for holder in (a, b):
+                assert (await holder.get("/shop/item", headers=JSON)).status_code == 200
+            for visitor in (v1, v2, v3):
+                first = await visitor.get("/shop/item", headers=JSON)
+                assert first.status_code == 503
+                assert (first.json()["eta_seconds"], first.json()["eta_basis"]) == (None, "capacity")
+            sent = time.monotonic()
+            assert (await a.get("/release/done")).status_code == 200
+            await asyncio.sleep(1.0)
+            assert (await b.get("/release/done")).status_code == 200
+            released = time.monotonic()
+            told = (await v3.get("/shop/item", headers=POLL)).json()
+            assert told["eta_basis"] == "capacity", told
+            assert isinstance(told["eta_seconds"], int), told
+            for called in (v1, v2):  # called to the freed places, in they come, and they stay
+                assert (await called.get("/shop/item", headers=POLL)).status_code == 200
+            # The departures were at most `gap` apart, and cover one gap before the first to the
+            # last (at least 2 s): the pace lapses at most twice that after the last.
+            gap = released - sent
+            await asyncio.sleep(max(0.0, released + 2 * max(2 * gap, 2.0) + 0.5 - time.monotonic()))
+            again = (await v3.get("/shop/item", headers=POLL)).json()
+            assert (again["eta_seconds"], again["eta_basis"]) == (None, "capacity"), again
+            assert again["position"] == 0, again  # first in line, and still no figure
+            page = await v3.get("/shop/item", headers={"Accept": "text/html", "Waitroom-Poll": "1"})
+            assert page.status_code == 503
+            assert "estimate your wait yet" in page.text
+            newcomer = (await late.get("/shop/item", headers=JSON)).json()
+            assert (newcomer["eta_seconds"], newcomer["eta_basis"]) == (None, "capacity"), newcomer
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    asyncio.run(asyncio.wait_for(scene(), timeout=40))
