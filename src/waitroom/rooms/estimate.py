@@ -10,9 +10,10 @@ Two limits hold a line, and the estimate is the later of what each allows:
   the ttl). The store measures those departures (store/base.py Inside); the time the places the
   visitor needs take to free up at the measured pace (`departures_wait`), plus the half poll it
   takes to come in, is the cap's figure. When the cap holds the line and no pace holds (fewer than
-  two sessions left within the record, DEPARTURE_HORIZON, or nobody has left for much longer than
-  the departures measured cover), no honest figure exists: the estimate is `seconds=None` on the
-  basis "capacity" ("we can't estimate your wait yet"), never a number.
+  two sessions, or than a quarter of the places, left within the record, DEPARTURE_HORIZON; or
+  nobody has left for much longer than the departures measured cover), no honest figure exists:
+  the estimate is `seconds=None` on the basis "capacity" ("we can't estimate your wait yet"),
+  never a number.
 
 A scheduled room before its opening ("opening") and an operator's hold ("paused") are said by the
 line itself (rooms/line.py), not here.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 
 from waitroom.config.schema import RoomConfig
-from waitroom.store.base import Admission, Inside, QueueState
+from waitroom.store.base import DEPARTURE_BOUND, Admission, Inside, QueueState
 from waitroom.web.wait import Estimate
 
 MIN_DEPARTURES = 2
@@ -34,6 +35,12 @@ MIN_SPAN = 2.0
 """Seconds a departure rate is measured over at the least: departures that came all at once (a
 batch going idle together, releases a moment apart) would otherwise promise a rate nobody has
 seen."""
+TURNOVER = 0.25
+"""Share of the places inside whose departures it takes, beyond MIN_DEPARTURES (and never more
+than the record keeps), before their pace says anything: a cap that filled in a rush empties
+first through its shortest stays, and the pace climbs until a good share of it has turned over.
+Counted too soon, 20 places with stays of 2–8 s told their first waiting visitors four times
+their wait."""
 LAPSE = 2.0
 """A measured pace no longer holds once nobody has left for this many times the span its departures
 cover (at least MIN_SPAN): the sessions inside stay on, and the past says nothing of when they go."""
@@ -73,9 +80,10 @@ def departure_rate(inside: Inside) -> float | None:
     return inside.departed / max(inside.span, MIN_SPAN)
 
 
-def departures_wait(inside: Inside, places: int) -> float | None:
+def departures_wait(inside: Inside, places: int, max_active: int) -> float | None:
     """Seconds until `places` more sessions have left, at the pace measured; None when no pace holds
-    (fewer than MIN_DEPARTURES within the record, or a silence of LAPSE times what they cover).
+    (fewer departures within the record than MIN_DEPARTURES or TURNOVER of `max_active`, or a
+    silence of LAPSE times what they cover).
 
     The silence since the last departure reads two ways, and the figure is the middle of them.
     Departures that come in waves (every place cycles through much the same stay, so they bunch)
@@ -84,7 +92,7 @@ def departures_wait(inside: Inside, places: int) -> float | None:
     the pace counts it, and the wait starts now. Either alone is off by the wave's length when the
     other holds; a visitor asking at the end of a wave's silence was told twice its wait."""
     rate = departure_rate(inside)
-    if rate is None:
+    if rate is None or inside.departed < min(math.ceil(TURNOVER * max_active), DEPARTURE_BOUND):
         return None
     between = max(inside.span - inside.silent, MIN_SPAN)  # from one gap before the first to the last
     if inside.silent > LAPSE * between:
@@ -119,7 +127,7 @@ def line_estimate(
     needed = places_needed(room.max_active, inside, called=called, ahead=max(0, position - called))
     if needed == 0:
         return Estimate(window)
-    departures = departures_wait(inside, needed)
+    departures = departures_wait(inside, needed, room.max_active or 0)
     if departures is None:  # full, and no pace holds (nobody left for a while): no honest figure
         return Estimate(None, "capacity")
     cap = math.ceil(departures + room.retry_after / 2)
@@ -157,7 +165,7 @@ def block_estimate(room: RoomConfig, admission: Admission) -> Estimate:
     seconds = math.ceil(at - now)
     if not room.max_active or admission.inside.active < room.max_active:
         return Estimate(seconds)
-    departures = departures_wait(admission.inside, 1)
+    departures = departures_wait(admission.inside, 1, room.max_active)
     if departures is None:
         return Estimate(None, "capacity")
     cap = math.ceil(departures)

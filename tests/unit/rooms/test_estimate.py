@@ -17,6 +17,7 @@ from waitroom.rooms.estimate import (
     LAPSE,
     MIN_DEPARTURES,
     MIN_SPAN,
+    TURNOVER,
     block_estimate,
     departure_rate,
     departures_wait,
@@ -24,7 +25,15 @@ from waitroom.rooms.estimate import (
     newcomer_estimate,
 )
 from waitroom.rooms.sessions import SessionCodec, cookie_name, keys_from_secret
-from waitroom.store.base import NOBODY_INSIDE, Admission, Inside, QueueState, RoomPolicy, StoreError
+from waitroom.store.base import (
+    DEPARTURE_BOUND,
+    NOBODY_INSIDE,
+    Admission,
+    Inside,
+    QueueState,
+    RoomPolicy,
+    StoreError,
+)
 from waitroom.store.memory import MemoryStore
 from waitroom.web.wait import DEGRADED, PAUSED, Estimate
 
@@ -135,11 +144,11 @@ def test_a_silence_since_the_last_departure_counts_half_as_waiting_and_half_as_a
     silence. Waves: the next two are due 3 s after the last, 1 s from now. At random: the
     pace counts the silence (4 in 8 s), the two take 4 s from now. The figure is the middle."""
     waves = Inside(active=3, departed=4, span=8.0, silent=2.0)
-    assert departures_wait(waves, 2) == (4.0 + 1.0) / 2
+    assert departures_wait(waves, 2, 3) == (4.0 + 1.0) / 2
     # Read at the last departure, both readings agree: the pace between departures, from now.
-    assert departures_wait(Inside(active=3, departed=4, span=6.0), 2) == 3.0
+    assert departures_wait(Inside(active=3, departed=4, span=6.0), 2, 3) == 3.0
     # A silence past the waves' due time waits no longer by them; the pace still slows.
-    assert departures_wait(Inside(active=3, departed=4, span=12.0, silent=6.0), 2) == (6.0 + 0.0) / 2
+    assert departures_wait(Inside(active=3, departed=4, span=12.0, silent=6.0), 2, 3) == (6.0 + 0.0) / 2
 
 
 def test_a_pace_lapses_when_nobody_has_left_for_long() -> None:
@@ -147,12 +156,25 @@ def test_a_pace_lapses_when_nobody_has_left_for_long() -> None:
     to the last, at least MIN_SPAN) holds for LAPSE times that, then no figure: the full cap's
     visitors are told "we can't estimate your wait yet", not an ever smaller share of a minute."""
     assert LAPSE * MIN_SPAN == 4.0
-    assert departures_wait(Inside(active=5, departed=2, span=6.0, silent=4.0), 1) is not None
-    assert departures_wait(Inside(active=5, departed=2, span=6.1, silent=4.1), 1) is None
+    assert departures_wait(Inside(active=5, departed=2, span=6.0, silent=4.0), 1, 5) is not None
+    assert departures_wait(Inside(active=5, departed=2, span=6.1, silent=4.1), 1, 5) is None
     lapsed = Inside(active=5, departed=2, span=6.1, silent=4.1)
     assert ticket(room(max_active=5), 0, lapsed) == Estimate(None, "capacity")
     # Departures spread over a long span keep their pace as long in proportion.
-    assert departures_wait(Inside(active=5, departed=6, span=160.0, silent=100.0), 1) is not None
+    assert departures_wait(Inside(active=5, departed=6, span=160.0, silent=100.0), 1, 5) is not None
+
+
+def test_a_large_cap_gives_a_figure_once_a_quarter_of_it_has_turned_over() -> None:
+    """The first to leave a cap that filled in a rush are its shortest stays: their pace is too
+    slow a promise until a quarter of the places (TURNOVER) have left; small caps need the two of
+    MIN_DEPARTURES, and no cap more than the record keeps."""
+    assert TURNOVER == 0.25
+    shop = room(max_active=20)
+    assert ticket(shop, 0, Inside(active=20, departed=4, span=3.0)) == Estimate(None, "capacity")
+    assert ticket(shop, 0, Inside(active=20, departed=5, span=3.0)) == Estimate(3, "capacity")  # 0.6 + 2
+    assert departures_wait(Inside(active=3, departed=2, span=2.0), 1, 3) == 1.0
+    huge = Inside(active=10_000, departed=DEPARTURE_BOUND, span=100.0)
+    assert departures_wait(huge, 1, 10_000) == 100.0 / DEPARTURE_BOUND
 
 
 def test_a_reading_later_has_the_silence_grown_by_as_much() -> None:
