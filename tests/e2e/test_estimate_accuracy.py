@@ -114,8 +114,8 @@ def test_a_full_cap_says_unknown_or_comes_within_twice_the_real_wait(
 ) -> None:
     """Three places inside, taken by visitors who stay 3, 3.7 and 4.4 s; ten more arrive every
     0.8 s and stay 2.5 s each once in. The rate (100 a window) never holds anyone: the cap does.
-    Nobody has left for the first 3 s, and it takes two departures to measure a pace
-    (rooms/estimate.py MIN_DEPARTURES), so those who arrive before the second (3.7 s) are told no
+    Nobody has left for the first 3 s, and it takes a whole turnover, three departures, to measure
+    a pace (rooms/estimate.py TURNOVER), so those who arrive before the third (4.4 s) are told no
     figure ("unknown", JSON null), never a number. The bound is judged on the figures shown after:
     each within 2× of the wait it announced, and at least 3 of the ten were shown one (5 when
     nothing is late). The places cycle in waves (every newcomer stays the same 2.5 s), so a visitor

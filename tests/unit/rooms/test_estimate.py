@@ -108,9 +108,9 @@ def test_a_full_cap_waits_for_the_measured_departures() -> None:
 
 def test_a_cap_with_free_places_holds_only_those_beyond_them() -> None:
     shop = room(max_active=10)
-    inside = Inside(active=7, departed=3, span=300.0)  # 3 free; one leaves every 100 s
+    inside = Inside(active=7, departed=10, span=300.0)  # 3 free; one leaves every 30 s
     assert ticket(shop, 2, inside) == Estimate(2)  # the third free place is this ticket's
-    assert ticket(shop, 5, inside) == Estimate(300 + 2, "capacity")  # 6 places needed, 3 free
+    assert ticket(shop, 5, inside) == Estimate(90 + 2, "capacity")  # 6 places needed, 3 free
     # A free place and nobody waiting: in at once, whatever the departures.
     state = QueueState(0, 0, 0.0, 0, NOW - 60, NOW, Inside(active=9, departed=0, span=300.0))
     assert newcomer_estimate(state, shop) == Estimate(0)
@@ -121,8 +121,8 @@ def test_the_later_limit_decides() -> None:
     fast = Inside(active=5, departed=300, span=300.0)  # a place inside every second
     # The window lets one in per minute: its figure is the later, and the basis says so.
     assert ticket(shop, 2, fast, slot=NOW - 30) == Estimate(2 * 62 + 30 + 2)
-    slow = Inside(active=5, departed=2, span=300.0)
-    assert ticket(shop, 2, slow, slot=NOW - 30) == Estimate(450 + 2, "capacity")
+    slow = Inside(active=5, departed=5, span=300.0)  # a place inside every minute
+    assert ticket(shop, 2, slow, slot=NOW - 30) == Estimate(180 + 2, "capacity")
 
 
 def test_departures_at_once_count_over_at_least_the_minimum_span() -> None:
@@ -152,27 +152,28 @@ def test_a_silence_since_the_last_departure_counts_half_as_waiting_and_half_as_a
 
 
 def test_a_pace_lapses_when_nobody_has_left_for_long() -> None:
-    """Two departures 1 s apart, then silence: the pace they measured (from a gap before the first
+    """Two places; two departures 1 s apart, then silence: the pace they measured (from a gap before the first
     to the last, at least MIN_SPAN) holds for LAPSE times that, then no figure: the full cap's
     visitors are told "we can't estimate your wait yet", not an ever smaller share of a minute."""
     assert LAPSE * MIN_SPAN == 4.0
-    assert departures_wait(Inside(active=5, departed=2, span=6.0, silent=4.0), 1, 5) is not None
-    assert departures_wait(Inside(active=5, departed=2, span=6.1, silent=4.1), 1, 5) is None
-    lapsed = Inside(active=5, departed=2, span=6.1, silent=4.1)
-    assert ticket(room(max_active=5), 0, lapsed) == Estimate(None, "capacity")
+    assert departures_wait(Inside(active=2, departed=2, span=6.0, silent=4.0), 1, 2) is not None
+    assert departures_wait(Inside(active=2, departed=2, span=6.1, silent=4.1), 1, 2) is None
+    lapsed = Inside(active=2, departed=2, span=6.1, silent=4.1)
+    assert ticket(room(max_active=2), 0, lapsed) == Estimate(None, "capacity")
     # Departures spread over a long span keep their pace as long in proportion.
     assert departures_wait(Inside(active=5, departed=6, span=160.0, silent=100.0), 1, 5) is not None
 
 
-def test_a_large_cap_gives_a_figure_once_a_quarter_of_it_has_turned_over() -> None:
-    """The first to leave a cap that filled in a rush are its shortest stays: their pace is too
-    slow a promise until a quarter of the places (TURNOVER) have left; small caps need the two of
+def test_a_cap_gives_a_figure_once_it_has_turned_over() -> None:
+    """The first to leave a cap that filled in a rush are its shortest stays: their pace is no
+    promise until as many have left as there are places (TURNOVER); a cap of one needs the two of
     MIN_DEPARTURES, and no cap more than the record keeps."""
-    assert TURNOVER == 0.25
+    assert TURNOVER == 1.0
     shop = room(max_active=20)
-    assert ticket(shop, 0, Inside(active=20, departed=4, span=3.0)) == Estimate(None, "capacity")
-    assert ticket(shop, 0, Inside(active=20, departed=5, span=3.0)) == Estimate(3, "capacity")  # 0.6 + 2
-    assert departures_wait(Inside(active=3, departed=2, span=2.0), 1, 3) == 1.0
+    assert ticket(shop, 0, Inside(active=20, departed=19, span=3.0)) == Estimate(None, "capacity")
+    assert ticket(shop, 0, Inside(active=20, departed=20, span=4.0)) == Estimate(3, "capacity")  # 0.2 + 2
+    assert departures_wait(Inside(active=3, departed=2, span=2.0), 1, 3) is None
+    assert departures_wait(Inside(active=1, departed=2, span=2.0), 1, 1) == 1.0
     huge = Inside(active=10_000, departed=DEPARTURE_BOUND, span=100.0)
     assert departures_wait(huge, 1, 10_000) == 100.0 / DEPARTURE_BOUND
 
