@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 from waitroom.config.schema import RoomConfig
-from waitroom.store.base import DEPARTURE_BOUND, Admission, Inside, QueueState
+from waitroom.store.base import Admission, Inside, QueueState
 from waitroom.web.wait import Estimate
 
 MIN_DEPARTURES = 2
@@ -36,12 +36,16 @@ MIN_SPAN = 2.0
 batch going idle together, releases a moment apart) would otherwise promise a rate nobody has
 seen."""
 TURNOVER = 1.0
-"""Share of the places inside whose departures it takes, beyond MIN_DEPARTURES (and never more
-than the record keeps), before their pace says anything: a cap that filled in a rush empties
-first through its shortest stays, and the pace climbs until the cap has turned over once.
-Counted sooner (a quarter of the places), `waitroom simulate` with 20 places, 300 visitors over
-30 s and 10 s on site told 23 of 267 waiting visitors less than half their wait, and 4 of 254
-more than twice it; after a whole turnover, none."""
+"""Share of the places inside whose departures it takes, beyond MIN_DEPARTURES and up to
+TURNOVER_MOST, before their pace says anything: a cap that filled in a rush empties first
+through its shortest stays, and the pace climbs until the cap has turned over once. Counted
+sooner (a quarter of the places), `waitroom simulate` with 20 places, 300 visitors over 30 s and
+10 s on site told 23 of 267 waiting visitors less than half their wait, and 4 of 254 more than
+twice it; after a whole turnover, none."""
+TURNOVER_MOST = 64
+"""Departures that measure a pace whatever the cap: the record keeps only DEPARTURE_HORIZON, and a
+large cap with long stays never holds a whole turnover in it (1000 places, 30-minute stays: about
+165 departures in 5 minutes)."""
 LAPSE = 2.0
 """A measured pace no longer holds once nobody has left for this many times the span its departures
 cover (at least MIN_SPAN): the sessions inside stay on, and the past says nothing of when they go."""
@@ -83,8 +87,8 @@ def departure_rate(inside: Inside) -> float | None:
 
 def departures_wait(inside: Inside, places: int, max_active: int) -> float | None:
     """Seconds until `places` more sessions have left, at the pace measured; None when no pace holds
-    (fewer departures within the record than MIN_DEPARTURES or TURNOVER of `max_active`, or a
-    silence of LAPSE times what they cover).
+    (fewer departures within the record than MIN_DEPARTURES, or than TURNOVER of `max_active` up
+    to TURNOVER_MOST, or a silence of LAPSE times what they cover).
 
     The silence since the last departure reads two ways, and the figure is the middle of them.
     Departures that come in waves (every place cycles through much the same stay, so they bunch)
@@ -93,7 +97,7 @@ def departures_wait(inside: Inside, places: int, max_active: int) -> float | Non
     the pace counts it, and the wait starts now. Either alone is off by the wave's length when the
     other holds; a visitor asking at the end of a wave's silence was told twice its wait."""
     rate = departure_rate(inside)
-    if rate is None or inside.departed < min(math.ceil(TURNOVER * max_active), DEPARTURE_BOUND):
+    if rate is None or inside.departed < min(math.ceil(TURNOVER * max_active), TURNOVER_MOST):
         return None
     between = max(inside.span - inside.silent, MIN_SPAN)  # from one gap before the first to the last
     if inside.silent > LAPSE * between:

@@ -18,6 +18,7 @@ from waitroom.rooms.estimate import (
     MIN_DEPARTURES,
     MIN_SPAN,
     TURNOVER,
+    TURNOVER_MOST,
     block_estimate,
     departure_rate,
     departures_wait,
@@ -26,7 +27,6 @@ from waitroom.rooms.estimate import (
 )
 from waitroom.rooms.sessions import SessionCodec, cookie_name, keys_from_secret
 from waitroom.store.base import (
-    DEPARTURE_BOUND,
     NOBODY_INSIDE,
     Admission,
     Inside,
@@ -167,15 +167,18 @@ def test_a_pace_lapses_when_nobody_has_left_for_long() -> None:
 def test_a_cap_gives_a_figure_once_it_has_turned_over() -> None:
     """The first to leave a cap that filled in a rush are its shortest stays: their pace is no
     promise until as many have left as there are places (TURNOVER); a cap of one needs the two of
-    MIN_DEPARTURES, and no cap more than the record keeps."""
+    MIN_DEPARTURES, and no cap more than TURNOVER_MOST: a big cap with long stays may never hold
+    a whole turnover in the record's 5 minutes."""
     assert TURNOVER == 1.0
     shop = room(max_active=20)
     assert ticket(shop, 0, Inside(active=20, departed=19, span=3.0)) == Estimate(None, "capacity")
     assert ticket(shop, 0, Inside(active=20, departed=20, span=4.0)) == Estimate(3, "capacity")  # 0.2 + 2
     assert departures_wait(Inside(active=3, departed=2, span=2.0), 1, 3) is None
     assert departures_wait(Inside(active=1, departed=2, span=2.0), 1, 1) == 1.0
-    huge = Inside(active=10_000, departed=DEPARTURE_BOUND, span=100.0)
-    assert departures_wait(huge, 1, 10_000) == 100.0 / DEPARTURE_BOUND
+    assert TURNOVER_MOST == 64
+    big = Inside(active=1000, departed=64, span=128.0)
+    assert departures_wait(big, 1, 1000) == 2.0
+    assert departures_wait(Inside(active=1000, departed=63, span=126.0), 1, 1000) is None
 
 
 def test_a_reading_later_has_the_silence_grown_by_as_much() -> None:
