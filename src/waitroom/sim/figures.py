@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -303,22 +304,34 @@ def _cdf(sorted_waits: list[float], points: int = 200) -> list[tuple[float, floa
 def _eta(figures: RoomFigures, admitted: list[Visitor], room: RoomConfig) -> None:
     shown = [v for v in admitted if v.eta >= 0 and v.first_answer == "waiting"]
     pairs = [(v.eta, v.admitted - v.wait_from) for v in shown]
-    long_enough = [(e, a) for e, a in pairs if a >= 3 * room.retry_after_seconds]
-    errors = sorted(abs(e - a) / a for e, a in long_enough)
     waited = sum(1 for v in admitted if v.first_answer == "waiting")
     figures.eta = {
         "shown": len(shown),
         "not_shown": waited - len(shown),
         "cannot_estimate": sum(1 for v in admitted if v.eta == -2 and v.first_answer == "waiting"),
-        "median_error": percentile(errors, 50) if errors else None,
-        "within_20_percent": (sum(1 for e in errors if e <= 0.2) / len(errors)) if errors else None,
-        "worst_under_estimate": max((a - e for e, a in long_enough), default=None),
-        "worst_over_estimate": max((e - a for e, a in long_enough), default=None),
+        **eta_accuracy(pairs, 3 * room.retry_after_seconds),
     }
     if len(pairs) > MAX_POINTS:
         step = len(pairs) / MAX_POINTS
         pairs = [pairs[int(i * step)] for i in range(MAX_POINTS)]
     figures.eta_points = pairs
+
+
+def eta_accuracy(pairs: Sequence[tuple[float, float]], min_wait: float) -> dict[str, float | int | None]:
+    """How the estimates shown compare with the waits that followed: `pairs` of (estimate, wait) in
+    seconds, judged only where the wait was at least `min_wait` (a wait of a poll or two is all
+    rounding). `over_twice` and `under_half` count the visitors told more than twice, or less than
+    half, their wait: the bound the product's estimate is held to."""
+    judged = [(e, a) for e, a in pairs if a >= min_wait and a > 0]
+    errors = sorted(abs(e - a) / a for e, a in judged)
+    return {
+        "median_error": percentile(errors, 50) if errors else None,
+        "within_20_percent": (sum(1 for e in errors if e <= 0.2) / len(errors)) if errors else None,
+        "over_twice": sum(1 for e, a in judged if e > 2 * a),
+        "under_half": sum(1 for e, a in judged if e < a / 2),
+        "worst_under_estimate": max((a - e for e, a in judged), default=None),
+        "worst_over_estimate": max((e - a for e, a in judged), default=None),
+    }
 
 
 def _series(

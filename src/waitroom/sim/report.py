@@ -177,7 +177,9 @@ def _room_lines(room: RoomFigures, fig: Figures) -> list[str]:
         under = eta.get("worst_under_estimate")
         out.append(
             f"  eta shown  median error {pct(eta.get('median_error'))}; {pct(eta.get('within_20_percent'))} "
-            f"within 20%; worst under-estimate {human(_num(under)) if under is not None else '–'} "
+            f"within 20%; {count(_num(eta.get('over_twice')) or 0)} over twice the wait, "
+            f"{count(_num(eta.get('under_half')) or 0)} under half; "
+            f"worst under-estimate {human(_num(under)) if under is not None else '–'} "
             f"(no estimate shown: {eta.get('not_shown', 0)})"
         )
     if room.longest_line:

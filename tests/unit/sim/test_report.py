@@ -14,7 +14,7 @@ import pytest
 
 from waitroom.sim.charts import Line, line_chart, nice_ticks, scatter_chart, thin
 from waitroom.sim.crowd import parse_crowd
-from waitroom.sim.figures import most_in_window, order_inversion, percentile
+from waitroom.sim.figures import eta_accuracy, most_in_window, order_inversion, percentile
 from waitroom.sim.report import as_json, html_report, human, summary_text
 from waitroom.sim.run import Options, Run, simulate
 from waitroom.sim.visitors import Behaviour, parse_patience
@@ -115,6 +115,24 @@ def test_percentiles_windows_and_inversions() -> None:
         "1h04m",
         "10h00m",
     ]
+
+
+def test_the_estimates_are_judged_against_the_waits_that_followed() -> None:
+    # (shown, waited): told 30 s for 10 (over twice), 4 s for 10 (under half), 10 for 10, and a
+    # 2 s wait, too short to judge (under min_wait).
+    judged = eta_accuracy([(30.0, 10.0), (4.0, 10.0), (10.0, 10.0), (9.0, 2.0)], min_wait=3.0)
+    assert (judged["over_twice"], judged["under_half"]) == (1, 1)
+    assert judged["median_error"] == 0.6
+    assert judged["within_20_percent"] == 1 / 3
+    assert (judged["worst_under_estimate"], judged["worst_over_estimate"]) == (6.0, 20.0)
+    assert eta_accuracy([], 3.0) == {
+        "median_error": None,
+        "within_20_percent": None,
+        "over_twice": 0,
+        "under_half": 0,
+        "worst_under_estimate": None,
+        "worst_over_estimate": None,
+    }
 
 
 def test_charts_stay_small_and_honest() -> None:
