@@ -208,8 +208,15 @@ def check(path: Path, *, keep_host_header: bool = False, strict: bool = False, q
     for warning in warnings:
         print(f"waitroom: warning: {path}: {warning}", file=sys.stderr)
     if not quiet:
-        rooms, rules = len(config.rooms), len(config.rate_limits)
-        print(f"# {path}: valid ({rooms} room(s), {rules} rate limit(s), {len(warnings)} warning(s))")
+        counts = ", ".join(
+            _counted(n, noun)
+            for n, noun in (
+                (len(config.rooms), "room"),
+                (len(config.rate_limits), "rate limit"),
+                (len(warnings), "warning"),
+            )
+        )
+        print(f"# {path}: valid ({counts})")
         print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
     return 1 if strict and warnings else 0
 
@@ -239,6 +246,11 @@ class Api:
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise CommandError(f"cannot reach the admin API at {self.url}: {reason}") from None
+
+
+def _counted(n: int, noun: str) -> str:
+    """`1 room`, `2 rooms` (English nouns with a plain plural only)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _settings(pairs: Sequence[str]) -> dict[str, Any]:

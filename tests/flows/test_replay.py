@@ -124,6 +124,6 @@ def test_users_replay_their_own_traffic_with_mitmdump(tmp_path: Path) -> None:
         line.split("waitroom replay: ", 1)[1] for line in output.splitlines() if "waitroom replay: #" in line
     ]
     assert replayed == expected_lines(scenario)
-    assert "waitroom replay: 14 request(s) replayed" in output
+    assert "waitroom replay: 14 requests replayed" in output
     assert "waitroom replay:   room shop: waiting 5" in output
     assert "waitroom replay:   room shop: admitted 3" in output

@@ -30,7 +30,7 @@ def test_check_prints_a_valid_file_in_full(capsys: pytest.CaptureFixture[str]) -
     path = REPO / "config" / "waitroom.yaml"
     assert cli.main(["check", str(path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"# {path}: valid (")
+    assert out.startswith(f"# {path}: valid (1 room, 0 rate limits, 0 warnings)")
     assert "name: demo" in out
     assert "url: memory://" in out
 
@@ -315,7 +315,7 @@ def test_check_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     )
     assert cli.main(["check", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith(f"# {path}: valid (2 room(s), 0 rate limit(s), 3 warning(s))")
+    assert out.startswith(f"# {path}: valid (2 rooms, 0 rate limits, 3 warnings)")
     assert err.splitlines() == [
         f"waitroom: warning: {path}: rooms[1].match.host: in reverse mode mitmproxy replaces the Host "
         "header with the upstream's; add --set keep_host_header=true (the proxy refuses this file "

@@ -110,7 +110,7 @@ class Summary:
             self.rules[(limit["rule"], str(limit.get("outcome")))] += 1
 
     def lines(self) -> Iterable[str]:
-        yield f"{self.flows} request(s) replayed"
+        yield f"{self.flows} request{'' if self.flows == 1 else 's'} replayed"
         for (room, outcome), n in sorted(self.rooms.items()):
             yield f"  room {room}: {outcome} {n}"
         for (rule, outcome), n in sorted(self.rules.items()):
