@@ -56,6 +56,8 @@ def test_300_visitors_on_4_replicas_get_in_in_ticket_order(
     # late), and the wait shown at arrival within 20 % of the real one (median: 8 % beside two
     # CPU-bound processes, up to 45 % when another test's hogs and proxies share the machine: the
     # estimate counts a called visitor in at its next poll, and a starved proxy answers it late).
+    # Each window's turn (2 s here, the bench's) is late by that delay, so the error is about the
+    # delay over the window: 11 % alone, 29-46 % in make test; with a minute's window, ~2 %.
     # Recorded as expected failures once every guarantee above (order, window, everyone in) held.
     missed = [
         f"{name} {figures[name]} > {bound}"
